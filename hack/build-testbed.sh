@@ -34,6 +34,15 @@ k8s_ldflags="-s -w
   -X k8s.io/client-go/pkg/version.gitMajor=1
   -X k8s.io/client-go/pkg/version.gitMinor=$k8s_minor"
 helm_version=$(module_version helm helm.sh/helm/v3)
+# helm renders templates for the Kubernetes release its client libraries come from;
+# unstamped it assumes v1.20 and refuses charts that need anything newer.
+helm_k8s_minor=$(module_version helm k8s.io/client-go | cut -d. -f2)
+helm_ldflags="-s -w
+  -X helm.sh/helm/v3/internal/version.version=$helm_version
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$helm_k8s_minor
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$helm_k8s_minor"
 kwok_version=$(module_version kwok sigs.k8s.io/kwok)
 
 tmp="$bin.partial"
@@ -46,7 +55,7 @@ build kubernetes "$k8s_ldflags"
 # Go names a binary after the path element before a major-version suffix: server.
 mv "$tmp/server" "$tmp/etcd"
 build kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$kwok_version"
-build helm "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
+build helm "$helm_ldflags"
 echo "built test bed binaries in $(( $(date +%s) - start ))s" >&2
 touch "$tmp/.complete"
 rm -rf "$bin" && mv "$tmp" "$bin"
