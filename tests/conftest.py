@@ -33,9 +33,7 @@ def crds_installed(testbed: TestBed) -> Path:
     """The generated CRDs from crds/, applied and Established."""
     crd_dir = REPO_ROOT / "crds"
     testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
-    testbed.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir)
-    )
+    testbed.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir))
     return crd_dir
 
 

@@ -22,6 +22,7 @@ from swarmops.testbed.controlplane import ControlPlane
 from swarmops.testbed.kwok import start_kwok
 from swarmops.testbed.nodes import DEFAULT_GPU_PRODUCTS, GPUProduct, cpu_node, gpu_node
 from swarmops.testbed.processes import ManagedProcess, wait_until
+from swarmops.testbed.procnode import ProcessNode
 
 PROCESS_NODE_NAME = "procnode-0"
 
@@ -36,6 +37,8 @@ class TestBedConfig:
 
 @dataclass
 class TestBed:
+    __test__ = False  # a fixture's type, not a pytest test class
+
     state_dir: Path
     config: TestBedConfig = field(default_factory=TestBedConfig)
 
@@ -44,7 +47,7 @@ class TestBed:
         self.bin_dir = Path()
         self.control_plane: ControlPlane | None = None
         self._kwok: ManagedProcess | None = None
-        self._process_node: Any = None
+        self._process_node: ProcessNode | None = None
         self.cpu_nodes = [f"kwok-cpu-{i}" for i in range(self.config.cpu_nodes)]
         self._gpu_nodes = {
             f"kwok-gpu-{product.family}-{i}": product
@@ -74,8 +77,6 @@ class TestBed:
         )
         self._create_nodes()
         if self.config.process_node:
-            from swarmops.testbed.procnode import ProcessNode
-
             self._process_node = ProcessNode(
                 self.kubeconfig, self.process_node, self.state_dir / "procnode"
             )
@@ -117,7 +118,14 @@ class TestBed:
         return self.state_dir / "logs"
 
     def api_client(self) -> client.ApiClient:
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        api_client: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig)
+        )
+        return api_client
+
+    def core_api(self, api_client: client.ApiClient) -> Any:
+        # Any: the client takes plain dict bodies, which its type hints do not admit.
+        return client.CoreV1Api(api_client)
 
     def env(self) -> dict[str, str]:
         """The environment for a child process that talks to the test bed."""
@@ -143,6 +151,7 @@ class TestBed:
         result = subprocess.run(
             [str(self.bin_dir / tool), f"--kubeconfig={self.kubeconfig}", *args],
             input=input,
+            check=False,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -160,7 +169,7 @@ class TestBed:
         manifests = [cpu_node(name) for name in self.cpu_nodes]
         manifests += [gpu_node(name, product) for name, product in self._gpu_nodes.items()]
         with self.api_client() as api_client:
-            core = client.CoreV1Api(api_client)
+            core = self.core_api(api_client)
             for manifest in manifests:
                 core.create_node(manifest)
                 # A create may drop status; kwok's stages read capacity from it.
@@ -171,7 +180,7 @@ class TestBed:
         if self.process_node:
             expected.add(self.process_node)
         with self.api_client() as api_client:
-            core = client.CoreV1Api(api_client)
+            core = self.core_api(api_client)
 
             def all_ready() -> bool:
                 ready = {
@@ -190,7 +199,7 @@ class TestBed:
         """Create a namespace and wait for its default service account, without
         which the ServiceAccount admission plugin rejects every pod."""
         with self.api_client() as api_client:
-            core = client.CoreV1Api(api_client)
+            core = self.core_api(api_client)
             core.create_namespace({"metadata": {"name": name}})
             wait_until(
                 lambda: core.read_namespaced_service_account("default", name) is not None,

@@ -49,9 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _say(f"starting the test bed in {args.state_dir} ...")
         bed.start()
-        _say(
-            f"test bed up in {bed.startup_seconds:.1f}s: {bed.control_plane and bed.control_plane.server}"
-        )
+        _say(f"test bed up in {bed.startup_seconds:.1f}s, kubeconfig {bed.kubeconfig}")
         _say("installing the CRDs")
         bed.kubectl("apply", "--server-side", "-f", str(root / "crds"))
         bed.kubectl(

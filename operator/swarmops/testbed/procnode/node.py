@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from swarmops.testbed.processes import death_signal_launcher
 from swarmops.testbed.procnode import nodespec, storage
 from swarmops.testbed.procnode.images import LocalPrograms
 from swarmops.testbed.procnode.informer import Follower
@@ -37,14 +38,6 @@ START_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0
 ADDRESS_LOCK_DIR = Path(tempfile.gettempdir()) / "swarmops-procnode-addresses"
 _DONE_MEMORY = 10_000
-
-
-def _death_signal_launcher() -> tuple[str, ...]:
-    """util-linux's setpriv makes the kernel SIGKILL a container process when the
-    thread that started it dies; that thread outlives its processes in normal
-    operation, so this only fires when the whole test run dies abruptly."""
-    setpriv = shutil.which("setpriv")
-    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
 
 
 class ProcessNode:
@@ -165,7 +158,7 @@ class ProcessNode:
             probe_pool=self._probe_pool,
             events=self._events,
             service_env={"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port)},
-            launcher=_death_signal_launcher(),
+            launcher=death_signal_launcher(),
         )
         self._install_storage_class()
         heartbeat = threading.Thread(
