@@ -1,0 +1,114 @@
+"""The operator's labels on pods, and a pod as the pool plan sees it."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+POOL_LABEL = "swarmops.dev/pool"
+REVISION_LABEL = "swarmops.dev/revision"
+STATE_LABEL = "swarmops.dev/state"
+
+
+class PodState(enum.StrEnum):
+    """A pool pod's role; kept in the `swarmops.dev/state` label."""
+
+    WARM = "warm"  # idle and prewarmed, ready to be handed out
+    ACTIVE = "active"  # one of the pool's `replicas`, serving the swarm's shared work
+    CLAIMED = "claimed"  # bound to an AgentClaim, owned by the claim from then on
+
+
+def parse_time(value: Any) -> datetime.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedPod:
+    """The few facts about a pod that pool decisions depend on (small: pools hold thousands)."""
+
+    name: str
+    namespace: str
+    uid: str
+    resource_version: str
+    pool: str | None
+    state: PodState | None
+    revision: str | None
+    controller_uid: str | None
+    created: datetime.datetime | None
+    terminating: bool
+    phase: str
+    ready: bool
+    node_name: str | None
+    unschedulable: str | None  # the scheduler's message while the pod cannot be placed
+
+    @property
+    def alive(self) -> bool:
+        """Counts toward the pool: neither on its way out nor finished."""
+        return not self.terminating and self.phase not in ("Succeeded", "Failed")
+
+
+def _condition(conditions: Any, kind: str) -> Mapping[str, Any] | None:
+    if not isinstance(conditions, list):
+        return None
+    for condition in conditions:
+        if isinstance(condition, Mapping) and condition.get("type") == kind:
+            return condition
+    return None
+
+
+def observe_pod(body: Mapping[str, Any]) -> ObservedPod:
+    """Parse a pod body (from a watch event or a list) at the edge."""
+    metadata: Mapping[str, Any] = body.get("metadata") or {}
+    spec: Mapping[str, Any] = body.get("spec") or {}
+    status: Mapping[str, Any] = body.get("status") or {}
+    labels: Mapping[str, str] = metadata.get("labels") or {}
+    try:
+        state: PodState | None = PodState(labels.get(STATE_LABEL, ""))
+    except ValueError:
+        state = None
+    controller_uid = next(
+        (
+            ref.get("uid")
+            for ref in metadata.get("ownerReferences") or []
+            if isinstance(ref, Mapping) and ref.get("controller")
+        ),
+        None,
+    )
+    phase = str(status.get("phase") or "Pending")
+    ready_condition = _condition(status.get("conditions"), "Ready")
+    scheduled = _condition(status.get("conditions"), "PodScheduled")
+    unschedulable = None
+    if (
+        scheduled is not None
+        and scheduled.get("status") == "False"
+        and scheduled.get("reason") == "Unschedulable"
+        and not spec.get("nodeName")
+    ):
+        unschedulable = str(scheduled.get("message") or "the scheduler found no node")
+    return ObservedPod(
+        name=str(metadata.get("name") or ""),
+        namespace=str(metadata.get("namespace") or ""),
+        uid=str(metadata.get("uid") or ""),
+        resource_version=str(metadata.get("resourceVersion") or ""),
+        pool=labels.get(POOL_LABEL),
+        state=state,
+        revision=labels.get(REVISION_LABEL),
+        controller_uid=controller_uid,
+        created=parse_time(metadata.get("creationTimestamp")),
+        terminating=metadata.get("deletionTimestamp") is not None,
+        phase=phase,
+        ready=phase == "Running"
+        and ready_condition is not None
+        and ready_condition.get("status") == "True",
+        node_name=spec.get("nodeName") or None,
+        unschedulable=unschedulable,
+    )
