@@ -1,0 +1,53 @@
+"""The operator's services, built once per operator and kept in kopf's memo.
+
+kopf hands every handler a `memo`; ours carries one `Services`. The credentials,
+metrics and expectations exist from the start; the API client, the event recorder
+and the controllers are built in the startup handler (they need the running loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from swarmops.core.expectations import ExpectationsStore
+from swarmops.kube.auth import Credentials
+from swarmops.kube.client import KubeClient
+from swarmops.kube.events import EventRecorder
+from swarmops.metrics import HttpEndpoint, Metrics
+from swarmops.settings import Settings
+
+if TYPE_CHECKING:
+    from swarmops.handlers.pools import PoolController
+
+MEMO_KEY = "swarmops"
+
+
+class NotStartedError(RuntimeError):
+    """A service was used before the startup handler built it."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    credentials: Credentials
+    metrics: Metrics = field(default_factory=Metrics)
+    expectations: ExpectationsStore = field(default_factory=ExpectationsStore)
+    client: KubeClient | None = None
+    events: EventRecorder | None = None
+    pools: PoolController | None = None
+    metrics_endpoint: HttpEndpoint | None = None
+    ready: bool = False
+
+    def pool_controller(self) -> PoolController:
+        if self.pools is None:
+            raise NotStartedError("the pool controller is not started")
+        return self.pools
+
+
+def services_of(memo: Any) -> Services:
+    """Our services from kopf's memo (a `kopf.Memo`, i.e. a dict with attribute access)."""
+    services = memo.get(MEMO_KEY) if hasattr(memo, "get") else None
+    if not isinstance(services, Services):
+        raise NotStartedError("kopf's memo carries no swarmops services")
+    return services

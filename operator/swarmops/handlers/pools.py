@@ -1,0 +1,434 @@
+"""AgentPool handlers: thin, level-triggered, idempotent.
+
+kopf keeps two indices, filled from its watches before any other handler runs: the
+AgentPools, and the pods that carry a `swarmops.dev/pool` label (watched with that
+label selector server-side). Watch events of either kind only put the pool's key on
+a work queue; the reconcile reads the pool and its pods from the indices, asks
+`plan_pool` what to do, performs the writes, and patches the status.
+
+No kopf resource handler with state is used (no on.create/update/resume), so kopf
+writes nothing onto the pools: no progress annotations, no finalizer. Deleting a
+pool is the garbage collector's job: the pods carry a controller ownerReference to
+the pool, and the operator never deletes pods because their pool went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import kopf
+from pydantic import ValidationError
+
+from swarmops.api import AgentPool, AgentPoolStatus
+from swarmops.api.common import API_VERSION
+from swarmops.core.expectations import ExpectedPod, PoolExpectations
+from swarmops.core.pods import POOL_LABEL, STATE_LABEL, ObservedPod, PodState, observe_pod
+from swarmops.core.pool import PodCreate, PodRef, PodRelabel, PoolPlan, plan_pool
+from swarmops.core.pool import with_write_failure as degraded
+from swarmops.handlers.context import Services, services_of
+from swarmops.handlers.queue import WorkQueue
+from swarmops.kube.client import KubeClient, PatchType
+from swarmops.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
+from swarmops.kube.events import EventRecorder, EventType, ObjectRef
+from swarmops.kube.resources import AGENTPOOLS, PODS
+from swarmops.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+PoolKey = tuple[str, str]  # (namespace, name)
+
+POOLS_INDEX = "swarmops_pools"
+POOL_PODS_INDEX = "swarmops_pool_pods"
+
+# Creates go out in batches that double while they succeed (as the ReplicaSet
+# controller does), so a template the apiserver rejects costs one call, not hundreds.
+INITIAL_CREATE_BATCH = 1
+# After a failed or contended write, look again soon, then less and less often.
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InvalidPool:
+    """A pool body that does not parse: reported, never reconciled."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    message: str
+
+
+PoolEntry = AgentPool | InvalidPool
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def parse_pool(body: Any) -> PoolEntry:
+    try:
+        return AgentPool.from_body(body)
+    except ValidationError as error:
+        metadata = body.get("metadata") or {}
+        return InvalidPool(
+            namespace=str(metadata.get("namespace") or ""),
+            name=str(metadata.get("name") or ""),
+            uid=str(metadata.get("uid") or ""),
+            generation=int(metadata.get("generation") or 0),
+            message=_one_line(error),
+        )
+
+
+@dataclass
+class WriteOutcome:
+    """What the writes of one reconcile achieved."""
+
+    created: dict[PodState, int] = field(default_factory=dict)
+    promoted: int = 0
+    deleted: int = 0
+    contended: int = 0  # writes refused because the pod changed under us
+    failure: ApiError | None = None
+
+    @property
+    def created_total(self) -> int:
+        return sum(self.created.values())
+
+
+class PoolController:
+    """Reconciles AgentPools from kopf's indices; one reconcile per pool at a time."""
+
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        events: EventRecorder,
+        metrics: Metrics,
+        services: Services,
+        pools: kopf.Index[PoolKey, PoolEntry],
+        pods: kopf.Index[PoolKey, ObservedPod],
+    ) -> None:
+        self._client = client
+        self._events = events
+        self._metrics = metrics
+        self._expectations = services.expectations
+        self._resync = services.settings.resync_interval
+        self._pools = pools
+        self._pods = pods
+        self._retries: dict[PoolKey, int] = {}
+        self._reported_invalid: dict[PoolKey, tuple[str, int]] = {}
+        self.queue: WorkQueue[PoolKey] = WorkQueue(
+            self.reconcile,
+            workers=services.settings.workers,
+            on_depth=metrics.queue_depth.set,
+        )
+
+    # --- triggers (from watch events) --------------------------------------------------------
+
+    def pool_changed(self, key: PoolKey) -> None:
+        self.queue.add(key)
+
+    def pool_deleted(self, key: PoolKey) -> None:
+        # Nothing to write: the garbage collector removes the pods through their owner
+        # references. Only this process's memory of the pool goes.
+        self.queue.forget(key)
+        self._expectations.drop_pool(key)
+        self._retries.pop(key, None)
+        self._reported_invalid.pop(key, None)
+        self._metrics.forget_pool(*key)
+
+    def pod_changed(self, key: PoolKey, uid: str, deleted: bool) -> None:
+        if deleted:
+            self._expectations.forget_pod(key, uid, _monotonic())
+        self.queue.add(key)
+
+    # --- the reconcile ----------------------------------------------------------------------
+
+    async def reconcile(self, key: PoolKey) -> float | None:
+        started = time.perf_counter()
+        result = "error"
+        try:
+            delay = await self._reconcile(key)
+            result = "retry" if key in self._retries else "ok"
+            return delay
+        finally:
+            self._metrics.reconciles.labels("AgentPool", result).inc()
+            self._metrics.reconcile_seconds.labels("AgentPool").observe(
+                time.perf_counter() - started
+            )
+
+    async def _reconcile(self, key: PoolKey) -> float | None:
+        entry = _single(self._pools.get(key, ()))
+        if entry is None:
+            self.pool_deleted(key)
+            return None
+        if isinstance(entry, InvalidPool):
+            await self._report_invalid(key, entry)
+            return None
+        pool = entry
+        if pool.metadata.deletion_timestamp is not None:
+            return None  # going away: its pods go with it, by garbage collection
+        pods = list(self._pods.get(key, ()))
+        expectations = self._expectations.for_pool(key)
+        expectations.settle(pods, _monotonic())
+        plan = plan_pool(pool, pods, expectations.snapshot(), now=_utcnow())
+        outcome = await self._execute(pool, plan, expectations)
+        status = plan.status
+        if outcome.failure is not None:
+            reason, message = _failure_reason(outcome.failure), outcome.failure.message
+            status = degraded(pool, status, reason, message, now=_utcnow())
+        await self._write_status(pool, status)
+        await self._record_events(pool, outcome)
+        self._metrics.observe_pool(
+            *key,
+            counts={"active": status.replicas, "warm": status.warm, "claimed": status.claimed},
+            ready={"active": status.ready_replicas, "warm": status.warm_ready},
+        )
+        return self._next_look(
+            key, expectations, trouble=bool(outcome.failure or outcome.contended)
+        )
+
+    def _next_look(self, key: PoolKey, expectations: PoolExpectations, *, trouble: bool) -> float:
+        delay = self._resync
+        if trouble:
+            attempt = self._retries.get(key, 0)
+            self._retries[key] = attempt + 1
+            delay = min(delay, RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+        else:
+            self._retries.pop(key, None)
+        deadline = expectations.next_deadline()
+        if deadline is not None:
+            # A lost watch event must not stall the pool past the expectation's deadline.
+            delay = min(delay, max(0.0, deadline - _monotonic()) + 0.1)
+        return delay
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def _execute(
+        self, pool: AgentPool, plan: PoolPlan, expectations: PoolExpectations
+    ) -> WriteOutcome:
+        outcome = WriteOutcome()
+        namespace = pool.metadata.namespace or ""
+
+        async def create(item: PodCreate) -> None:
+            try:
+                body = await self._client.create(PODS, item.manifest, namespace)
+            except AlreadyExists:
+                return  # a generateName collision: the next reconcile creates another
+            created = observe_pod(body)
+            expectations.expect_created(
+                ExpectedPod(created.name, created.uid, item.state, created.revision),
+                _monotonic(),
+            )
+            outcome.created[item.state] = outcome.created.get(item.state, 0) + 1
+
+        async def promote(item: PodRelabel) -> None:
+            try:
+                await self._relabel(namespace, item)
+            except (Conflict, NotFound, Invalid):
+                # The pod changed (claimed, deleted) since the cache showed it as warm.
+                outcome.contended += 1
+                return
+            expectations.expect_relabelled(item.pod.uid, item.state, _monotonic())
+            outcome.promoted += 1
+
+        async def delete(ref: PodRef) -> None:
+            try:
+                await self._client.delete(
+                    PODS, ref.name, namespace, uid=ref.uid, resource_version=ref.resource_version
+                )
+            except NotFound:
+                pass  # already gone: the goal
+            except Conflict:
+                # Changed since we looked (maybe claimed): never delete what we did not see.
+                outcome.contended += 1
+                return
+            expectations.expect_deleted(ref.uid, _monotonic())
+            outcome.deleted += 1
+
+        try:
+            await self._slow_start(plan.creates, create, "create")
+            await self._batch(plan.relabels, promote, "promote")
+            await self._batch(plan.deletes, delete, "delete")
+        except ApiError as error:
+            outcome.failure = error
+            logger.warning(
+                "AgentPool %s/%s: a pod write failed: %s", namespace, pool.metadata.name, error
+            )
+        return outcome
+
+    async def _relabel(self, namespace: str, item: PodRelabel) -> None:
+        # Test-and-set on the state label and uid rather than a resourceVersion
+        # precondition: pods' status changes all the time, their state label does not.
+        label_path = "/metadata/labels/" + STATE_LABEL.replace("~", "~0").replace("/", "~1")
+        await self._client.patch(
+            PODS,
+            item.pod.name,
+            [
+                {"op": "test", "path": "/metadata/uid", "value": item.pod.uid},
+                {"op": "test", "path": label_path, "value": str(PodState.WARM)},
+                {"op": "replace", "path": label_path, "value": str(item.state)},
+            ],
+            namespace=namespace,
+            patch_type=PatchType.JSON,
+        )
+
+    async def _slow_start(
+        self, items: Sequence[T], write: Callable[[T], Awaitable[None]], operation: str
+    ) -> None:
+        batch, start = INITIAL_CREATE_BATCH, 0
+        while start < len(items):
+            await self._batch(items[start : start + batch], write, operation)
+            start += batch
+            batch *= 2
+
+    async def _batch(
+        self, items: Sequence[T], write: Callable[[T], Awaitable[None]], operation: str
+    ) -> None:
+        if not items:
+            return
+        results = await asyncio.gather(*(write(item) for item in items), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        self._metrics.pod_operations.labels(operation, "ok").inc(len(items) - len(errors))
+        if errors:
+            self._metrics.pod_operations.labels(operation, "error").inc(len(errors))
+            for error in errors:
+                if not isinstance(error, ApiError):
+                    raise error  # a bug or a network failure: the queue retries with backoff
+            first = errors[0]
+            assert isinstance(first, ApiError)
+            raise first
+
+    async def _write_status(self, pool: AgentPool, status: AgentPoolStatus) -> None:
+        wire = status.to_wire()
+        if wire == pool.status.to_wire():
+            return
+        with contextlib.suppress(NotFound):  # deleted meanwhile: nothing to report on
+            await self._client.patch(
+                AGENTPOOLS,
+                pool.metadata.name,
+                {"status": wire},
+                namespace=pool.metadata.namespace,
+                subresource="status",
+            )
+
+    # --- what people read -------------------------------------------------------------------
+
+    async def _record_events(self, pool: AgentPool, outcome: WriteOutcome) -> None:
+        about = _ref(pool)
+        if outcome.created_total:
+            parts = ", ".join(
+                f"{count} {state}" for state, count in sorted(outcome.created.items())
+            )
+            await self._events.record(
+                about, "PodsCreated", f"Created {outcome.created_total} pods ({parts})"
+            )
+        if outcome.promoted:
+            await self._events.record(
+                about, "PodsPromoted", f"Promoted {outcome.promoted} warm pods to active"
+            )
+        if outcome.deleted:
+            await self._events.record(
+                about, "PodsDeleted", f"Deleted {outcome.deleted} surplus pods"
+            )
+        if outcome.failure is not None:
+            await self._events.record(
+                about,
+                _failure_reason(outcome.failure),
+                outcome.failure.message,
+                EventType.WARNING,
+            )
+
+    async def _report_invalid(self, key: PoolKey, pool: InvalidPool) -> None:
+        if self._reported_invalid.get(key) == (pool.uid, pool.generation):
+            return
+        self._reported_invalid[key] = (pool.uid, pool.generation)
+        logger.error("AgentPool %s/%s is invalid: %s", pool.namespace, pool.name, pool.message)
+        about = ObjectRef(API_VERSION, "AgentPool", pool.namespace, pool.name, pool.uid)
+        await self._events.record(about, "InvalidSpec", pool.message, EventType.WARNING)
+
+
+def _failure_reason(error: ApiError) -> str:
+    return "PodWriteFailed" if not isinstance(error, Invalid) else "PodTemplateInvalid"
+
+
+def _ref(pool: AgentPool) -> ObjectRef:
+    return ObjectRef(
+        API_VERSION,
+        "AgentPool",
+        pool.metadata.namespace or "",
+        pool.metadata.name,
+        pool.metadata.uid or "",
+    )
+
+
+def _single(values: Iterable[T]) -> T | None:
+    return next(iter(values), None)
+
+
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+# --- kopf handlers ---------------------------------------------------------------------------
+
+
+def _key(namespace: str | None, pool_name: str) -> PoolKey:
+    return (namespace or "", pool_name)
+
+
+async def index_pools(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[PoolKey, PoolEntry]:
+    return {_key(namespace, name): parse_pool(body)}
+
+
+async def index_pool_pods(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[PoolKey, ObservedPod]:
+    return {_key(namespace, labels[POOL_LABEL]): observe_pod(body)}
+
+
+async def on_pool_event(
+    event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    controller = services_of(memo).pool_controller()
+    if event.get("type") == "DELETED":
+        controller.pool_deleted(_key(namespace, name))
+    else:
+        controller.pool_changed(_key(namespace, name))
+
+
+async def on_pod_event(
+    event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, uid: str, memo: Any, **_: Any
+) -> None:
+    controller = services_of(memo).pool_controller()
+    deleted = event.get("type") == "DELETED"
+    controller.pod_changed(_key(namespace, labels[POOL_LABEL]), uid, deleted)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register the AgentPool handlers in `registry` (ours, not kopf's global one)."""
+    group, version = "swarmops.dev", "v1alpha1"
+    pool_pods = {POOL_LABEL: kopf.PRESENT}
+    kopf.index(group, version, "agentpools", id=POOLS_INDEX, registry=registry)(index_pools)
+    kopf.index("v1", "pods", id=POOL_PODS_INDEX, labels=pool_pods, registry=registry)(
+        index_pool_pods
+    )
+    kopf.on.event(group, version, "agentpools", registry=registry)(on_pool_event)
+    kopf.on.event("v1", "pods", labels=pool_pods, registry=registry)(on_pod_event)
