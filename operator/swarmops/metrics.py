@@ -1,0 +1,118 @@
+"""Prometheus metrics of one operator instance, and the HTTP server that exposes them.
+
+Each operator owns its `CollectorRegistry` (not prometheus_client's global one), so
+several operators can run in one process (tests) without clashing metric names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp.web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+logger = logging.getLogger(__name__)
+
+POD_STATES = ("active", "warm", "claimed")
+
+
+class Metrics:
+    """The operator's instruments, all registered in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reconciles = Counter(
+            "swarmops_reconcile_total",
+            "Reconciles run, by kind of object and result.",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.reconcile_seconds = Histogram(
+            "swarmops_reconcile_duration_seconds",
+            "Wall time of one reconcile, API calls included.",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.pool_pods = Gauge(
+            "swarmops_pool_pods",
+            "Pods of an AgentPool by state (active, warm, claimed), as last observed.",
+            ["namespace", "pool", "state"],
+            registry=self.registry,
+        )
+        self.pool_pods_ready = Gauge(
+            "swarmops_pool_pods_ready",
+            "Ready pods of an AgentPool by state, as last observed.",
+            ["namespace", "pool", "state"],
+            registry=self.registry,
+        )
+        self.pod_operations = Counter(
+            "swarmops_pod_operations_total",
+            "Pod writes sent by the operator, by operation and result.",
+            ["operation", "result"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "swarmops_workqueue_depth",
+            "Objects waiting to be reconciled.",
+            registry=self.registry,
+        )
+
+    def observe_pool(
+        self, namespace: str, pool: str, counts: dict[str, int], ready: dict[str, int]
+    ) -> None:
+        for state in POD_STATES:
+            self.pool_pods.labels(namespace, pool, state).set(counts.get(state, 0))
+            self.pool_pods_ready.labels(namespace, pool, state).set(ready.get(state, 0))
+
+    def forget_pool(self, namespace: str, pool: str) -> None:
+        for state in POD_STATES:
+            for gauge in (self.pool_pods, self.pool_pods_ready):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(namespace, pool, state)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@dataclass
+class HttpEndpoint:
+    """A running aiohttp server; `port` is the bound one (useful when asked for port 0)."""
+
+    runner: aiohttp.web.AppRunner
+    port: int
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve_metrics(
+    metrics: Metrics, *, host: str, port: int, is_ready: Callable[[], bool]
+) -> HttpEndpoint:
+    """Serve `/metrics` and the readiness probe `/readyz` on one port."""
+
+    async def get_metrics(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        response = aiohttp.web.Response(body=metrics.exposition())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def get_ready(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        if is_ready():
+            return aiohttp.web.json_response({"ready": True})
+        return aiohttp.web.json_response({"ready": False}, status=503)
+
+    app = aiohttp.web.Application()
+    app.add_routes(
+        [aiohttp.web.get("/metrics", get_metrics), aiohttp.web.get("/readyz", get_ready)]
+    )
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = int(runner.addresses[0][1]) if runner.addresses else port
+    logger.info("Serving metrics at http://%s:%d/metrics", host, bound_port)
+    return HttpEndpoint(runner=runner, port=bound_port)

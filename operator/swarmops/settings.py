@@ -1,0 +1,158 @@
+"""Validated settings of `swarmops run`.
+
+Every setting comes from a command-line flag or from an environment variable
+`SWARMOPS_<NAME>` (flags win), and is validated by pydantic once, at the edge,
+so the rest of the operator only ever sees a well-formed, immutable `Settings`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "SWARMOPS_"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["text", "json"]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+# A namespace name (DNS-1123 label), or one of kopf's glob patterns over such names
+# ("team-*", "!kube-system"), so one operator can serve a family of namespaces.
+_NAMESPACE_PATTERN = re.compile(r"^!?[a-z0-9*?]([-a-z0-9*?]{0,61}[a-z0-9*?])?$")
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message is one line, meant for a person."""
+
+
+class Settings(BaseModel):
+    """What `swarmops run` needs to know, already checked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespaces: tuple[str, ...] = ()
+    all_namespaces: bool = False
+    kubeconfig: Path | None = None
+    context: str | None = None
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"
+    bind_address: str = "127.0.0.1"
+    health_port: Port = 8081
+    metrics_port: Port = 8080
+    resync_interval: float = Field(default=60.0, gt=0, le=24 * 3600)
+    workers: int = Field(default=8, ge=1, le=256)
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("namespaces")
+    @classmethod
+    def _check_namespaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _NAMESPACE_PATTERN.match(name):
+                raise ValueError(f"{name!r} is not a namespace name (DNS-1123 label) or pattern")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("bind_address")
+    @classmethod
+    def _check_bind_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_scope(self) -> Settings:
+        if self.namespaces and self.all_namespaces:
+            raise ValueError("give either namespaces or all namespaces, not both")
+        if not self.namespaces and not self.all_namespaces:
+            # Watching the whole cluster by accident is the expensive and risky default;
+            # make the scope an explicit choice.
+            raise ValueError("no scope: give --namespace NAME (repeatable) or --all-namespaces")
+        if self.health_port and self.health_port == self.metrics_port:
+            raise ValueError(f"health and metrics ports are both {self.health_port}")
+        return self
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    """Where a setting's value came from, to name it in error messages."""
+
+    flag: str
+    env: str
+
+
+def source_of(field_name: str) -> SettingSource:
+    flag = "--" + ("namespace" if field_name == "namespaces" else field_name.replace("_", "-"))
+    env = ENV_PREFIX + ("NAMESPACE" if field_name == "namespaces" else field_name.upper())
+    return SettingSource(flag=flag, env=env)
+
+
+def _env_value(field_name: str, environ: Mapping[str, str]) -> str | None:
+    raw = environ.get(source_of(field_name).env)
+    if raw is None or raw.strip() == "":
+        return None
+    return raw.strip()
+
+
+def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Merge flags over `SWARMOPS_*` environment variables and validate.
+
+    `flags` maps field names to values given on the command line; `None` (or an
+    empty list) means "not given", so the environment variable or the default applies.
+    Raises `SettingsError` with a one-line message naming the flag or variable.
+    """
+    unknown = set(flags) - set(Settings.model_fields)
+    if unknown:
+        raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name in Settings.model_fields:
+        given = flags.get(name)
+        if given is not None and given not in ([], ()):
+            values[name] = tuple(given) if isinstance(given, list) else given
+            origin[name] = source_of(name).flag
+            continue
+        from_env = _env_value(name, environ)
+        if from_env is not None:
+            values[name] = from_env
+            origin[name] = source_of(name).env
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as error:
+        raise SettingsError(_describe(error, values, origin)) from None
+
+
+def _describe(error: ValidationError, values: Mapping[str, Any], origin: Mapping[str, str]) -> str:
+    first = error.errors(include_url=False)[0]
+    location = [str(part) for part in first["loc"] if isinstance(part, str)]
+    message = first["msg"].removeprefix("Value error, ")
+    if not location:
+        return message
+    name = location[0]
+    where = origin.get(name) or source_of(name).flag
+    shown = values.get(name)
+    if isinstance(shown, tuple):
+        shown = ",".join(str(item) for item in shown)
+    return f"invalid {where}={shown!r}: {message}" if shown is not None else f"{where}: {message}"
