@@ -34,6 +34,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["swarmops.dev"]
   resources: [agentpools/status, agentclaims/status, redisclusters/status, swarms/status]
   verbs: [get, patch, update]
+# Owner references with blockOwnerDeletion need this where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift, hardened clusters).
+- apiGroups: ["swarmops.dev"]
+  resources: [agentpools/finalizers, agentclaims/finalizers, redisclusters/finalizers, swarms/finalizers]
+  verbs: [update]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, patch, delete]
