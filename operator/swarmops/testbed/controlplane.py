@@ -199,19 +199,11 @@ class ControlPlane:
     def _start_controller_manager(
         self, ca: CertificateAuthority, service_account_key: KeyPair, timeout: float
     ) -> None:
-        kubeconfig = self.kubeconfig_for(CONTROLLER_MANAGER)
-        port = free_port()
-        manager = self._spawn(
+        self._start_secure_component(
             "kube-controller-manager",
+            CONTROLLER_MANAGER,
             [
-                str(self.bin_dir / "kube-controller-manager"),
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--cert-dir={self.pki_dir / 'controller-manager-generated'}",
+                f"--kubeconfig={self.kubeconfig_for(CONTROLLER_MANAGER)}",
                 f"--root-ca-file={ca.pair.cert}",
                 f"--service-account-private-key-file={service_account_key.key}",
                 f"--cluster-signing-cert-file={ca.pair.cert}",
@@ -223,19 +215,11 @@ class ControlPlane:
                 # benchmarks would crawl at the default 20 requests per second.
                 "--kube-api-qps=200",
                 "--kube-api-burst=400",
-                "--v=1",
             ],
-        )
-        wait_until(
-            lambda: _https_anonymous_ok(f"https://127.0.0.1:{port}/healthz"),
-            timeout=timeout,
-            what="kube-controller-manager to be healthy",
-            watched=[manager],
+            timeout,
         )
 
     def _start_scheduler(self, timeout: float) -> None:
-        kubeconfig = self.kubeconfig_for(SCHEDULER)
-        port = free_port()
         config = self.state_dir / "scheduler-config.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -243,30 +227,43 @@ class ControlPlane:
                     "apiVersion": "kubescheduler.config.k8s.io/v1",
                     "kind": "KubeSchedulerConfiguration",
                     # The default 50 bindings per second would cap pool fill below target.
-                    "clientConnection": {"kubeconfig": str(kubeconfig), "qps": 500, "burst": 1000},
+                    "clientConnection": {
+                        "kubeconfig": str(self.kubeconfig_for(SCHEDULER)),
+                        "qps": 500,
+                        "burst": 1000,
+                    },
                     "leaderElection": {"leaderElect": False},
                 }
             )
         )
-        scheduler = self._spawn(
-            "kube-scheduler",
+        self._start_secure_component("kube-scheduler", SCHEDULER, [f"--config={config}"], timeout)
+
+    def _start_secure_component(
+        self, name: str, identity: ClientIdentity, flags: list[str], timeout: float
+    ) -> None:
+        """Start a component that serves HTTPS on its own port and checks its callers
+        against the apiserver, and wait until its /healthz answers."""
+        kubeconfig = self.kubeconfig_for(identity)
+        port = free_port()
+        process = self._spawn(
+            name,
             [
-                str(self.bin_dir / "kube-scheduler"),
-                f"--config={config}",
+                str(self.bin_dir / name),
+                *flags,
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",
-                f"--cert-dir={self.pki_dir / 'scheduler-generated'}",
+                f"--cert-dir={self.pki_dir / (name + '-generated')}",
                 "--v=1",
             ],
         )
         wait_until(
             lambda: _https_anonymous_ok(f"https://127.0.0.1:{port}/healthz"),
             timeout=timeout,
-            what="kube-scheduler to be healthy",
-            watched=[scheduler],
+            what=f"{name} to be healthy",
+            watched=[process],
         )
 
     def _https_ok(self, path: str) -> bool:
