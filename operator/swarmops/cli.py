@@ -120,12 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ROOT/helm/swarmops/crds)",
     )
 
-    demo = commands.add_parser(
+    # Listed for --help only: main() hands `demo ...` to the demo's own parser.
+    commands.add_parser(
         "demo",
         help="bring up the local test bed, install SwarmOps and show the examples",
         add_help=False,
     )
-    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
@@ -180,16 +180,19 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo_main(args: Sequence[str]) -> int:
     # Lazy: the test bed is a development tool, not part of the operator's runtime.
     from swarmops.testbed import demo  # noqa: PLC0415
 
-    result = demo.main(list(args.demo_args))
-    return int(result or 0)
+    return demo.main(args)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["demo"]:
+        # The demo parses its own flags: argparse's REMAINDER drops leading "--flags".
+        return _demo_main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     env = os.environ if environ is None else environ
     if args.command == "version":
         print(f"swarmops {__version__}")
@@ -198,8 +201,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _run(args, env)
     if args.command == "crds":
         return _crds(args)
-    if args.command == "demo":
-        return _demo(args)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 
