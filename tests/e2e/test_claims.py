@@ -1,0 +1,561 @@
+"""AgentClaims on the real control plane: warm binds, bursts that never bind a pod twice,
+cold starts, waiting, a missing pool, an operator killed mid-burst, ttl and deletion."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from swarmops.runtime import OperatorThread
+from swarmops.testbed.binaries import repository_root
+from swarmops.testbed.cluster import TestBed
+from swarmops.testbed.processes import free_port, wait_until
+
+POOL = "agents"
+CPU_NODES = {"swarmops.dev/node-kind": "cpu"}
+NO_NODE = {"swarmops.dev/node-kind": "none-such"}
+TIMEOUT = 90.0
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def apply_pool(
+    testbed: TestBed,
+    namespace: str,
+    *,
+    warm: int,
+    name: str = POOL,
+    capabilities: Iterable[str] = ("python",),
+    node_selector: dict[str, str] | None = None,
+) -> None:
+    manifest = {
+        "apiVersion": "swarmops.dev/v1alpha1",
+        "kind": "AgentPool",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 0,
+            "warmPool": {"size": warm},
+            "capabilities": list(capabilities),
+            "template": {
+                "spec": {
+                    "nodeSelector": node_selector or CPU_NODES,
+                    "containers": [{"name": "agent", "image": "swarmops/agent:e2e"}],
+                }
+            },
+        },
+    }
+    testbed.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def claim_body(name: str, pool: str = POOL, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "swarmops.dev/v1alpha1",
+        "kind": "AgentClaim",
+        "metadata": {"name": name},
+        "spec": {"poolRef": {"name": pool}, **spec},
+    }
+
+
+def create_claims(
+    testbed: TestBed, namespace: str, names: list[str], pool: str = POOL, **spec: Any
+) -> None:
+    """Create the claims at once, from as many threads: a burst, not a sequence."""
+    with testbed.api_client() as api_client:
+        api = client.CustomObjectsApi(api_client)
+
+        def create(name: str) -> None:
+            api.create_namespaced_custom_object(
+                "swarmops.dev", "v1alpha1", namespace, "agentclaims", claim_body(name, pool, **spec)
+            )
+
+        with ThreadPoolExecutor(max_workers=min(len(names), 8)) as executor:
+            list(executor.map(create, names))
+
+
+def get_json(testbed: TestBed, *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(testbed.kubectl("get", *args, "-o", "json").stdout)
+    return result
+
+
+def claims(testbed: TestBed, namespace: str) -> dict[str, dict[str, Any]]:
+    items = get_json(testbed, "agentclaims", "-n", namespace)["items"]
+    return {item["metadata"]["name"]: item for item in items}
+
+
+def pool_pods(testbed: TestBed, namespace: str) -> dict[str, dict[str, Any]]:
+    """Live (not terminating) pods of the pool, by name."""
+    items = get_json(testbed, "pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")["items"]
+    return {p["metadata"]["name"]: p for p in items if not p["metadata"].get("deletionTimestamp")}
+
+
+def state(pod: dict[str, Any]) -> str:
+    return str(pod["metadata"]["labels"].get("swarmops.dev/state"))
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in pod.get("status", {}).get("conditions", [])
+    )
+
+
+def warm_ready(testbed: TestBed, namespace: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: pod
+        for name, pod in pool_pods(testbed, namespace).items()
+        if state(pod) == "warm" and ready(pod)
+    }
+
+
+def phase(item: dict[str, Any]) -> str | None:
+    value = item.get("status", {}).get("phase")
+    return None if value is None else str(value)
+
+
+def condition(item: dict[str, Any], kind: str) -> tuple[str, str] | None:
+    for c in item.get("status", {}).get("conditions", []):
+        if c["type"] == kind:
+            return c["status"], c["reason"]
+    return None
+
+
+def all_in(testbed: TestBed, namespace: str, phases: set[str], count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        found = claims(testbed, namespace)
+        return len(found) == count and all(phase(c) in phases for c in found.values())
+
+    return check
+
+
+def claim_events(testbed: TestBed, namespace: str, name: str | None = None) -> list[dict[str, Any]]:
+    selector = "involvedObject.kind=AgentClaim"
+    if name is not None:
+        selector += f",involvedObject.name={name}"
+    items: list[dict[str, Any]] = get_json(
+        testbed, "events", "-n", namespace, "--field-selector", selector
+    )["items"]
+    return items
+
+
+def fill_pool(testbed: TestBed, namespace: str, warm: int, **kwargs: Any) -> set[str]:
+    apply_pool(testbed, namespace, warm=warm, **kwargs)
+    wait_until(
+        lambda: len(warm_ready(testbed, namespace)) == warm,
+        timeout=TIMEOUT,
+        what=f"{warm} Ready warm pods",
+    )
+    return {p["metadata"]["uid"] for p in warm_ready(testbed, namespace).values()}
+
+
+def freeze_refills(testbed: TestBed, namespace: str, warm: int) -> None:
+    """Point the template at no node: the pool's existing warm pods stay (OnReplenish),
+    and whatever it creates from now on (refills and cold starts) can never be Ready."""
+    apply_pool(testbed, namespace, warm=warm, node_selector=NO_NODE)
+
+
+def assert_bound_exactly_once(testbed: TestBed, namespace: str) -> dict[str, dict[str, Any]]:
+    """Every Bound claim names its own pod; every claimed pod belongs to exactly one claim,
+    the one whose label it carries and whose uid is its controller; no pod is extra."""
+    found = claims(testbed, namespace)
+    bound = {name: c for name, c in found.items() if phase(c) == "Bound"}
+    pod_names = [c["status"]["podName"] for c in bound.values()]
+    assert len(pod_names) == len(set(pod_names)), Counter(pod_names).most_common(3)
+    labelled = {
+        name: pod
+        for name, pod in pool_pods(testbed, namespace).items()
+        if "swarmops.dev/claim" in pod["metadata"]["labels"]
+    }
+    assert set(labelled) == set(pod_names), "claimed pods and bound claims differ"
+    for claim_name, item in bound.items():
+        pod = labelled[item["status"]["podName"]]
+        assert pod["metadata"]["labels"]["swarmops.dev/claim"] == claim_name
+        assert state(pod) == "claimed"
+        owners = pod["metadata"]["ownerReferences"]
+        assert [(o["kind"], o["uid"], o.get("controller")) for o in owners] == [
+            ("AgentClaim", item["metadata"]["uid"], True)
+        ]
+        assert item["status"].get("nodeName") == pod["spec"].get("nodeName")
+    return bound
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
+
+
+def metric(operator: OperatorThread, line_prefix: str) -> float:
+    url = f"http://127.0.0.1:{operator.settings.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith(line_prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_claim_binds_a_warm_pod_the_pool_refills_and_deletion_collects_the_pod(
+    testbed: TestBed, namespace: str, operator: OperatorThread
+) -> None:
+    warm_uids = fill_pool(testbed, namespace, warm=2)
+    create_claims(testbed, namespace, ["session"], capabilities=["python"])
+    testbed.kubectl(
+        "wait", "--for=condition=Ready", "agentclaim/session", "-n", namespace, "--timeout=60s"
+    )
+    item = claims(testbed, namespace)["session"]
+    status = item["status"]
+    assert status["phase"] == "Bound" and status["warmHit"] is True
+    assert status["podIP"] and status["nodeName"] and status["boundAt"]
+    assert status["timeToBindMilliseconds"] >= 0
+    assert condition(item, "Bound") == ("True", "WarmPodBound")
+    pod = pool_pods(testbed, namespace)[status["podName"]]
+    assert pod["metadata"]["uid"] in warm_uids  # a pod that was warm, not a new one
+    bound = assert_bound_exactly_once(testbed, namespace)
+    assert set(bound) == {"session"}
+
+    # The pool counts the claimed pod and refills its warm pool with new pods.
+    def refilled() -> bool:
+        warm = warm_ready(testbed, namespace)
+        pool = get_json(testbed, "agentpool", POOL, "-n", namespace)
+        return len(warm) == 2 and pool.get("status", {}).get("claimed") == 1
+
+    wait_until(refilled, timeout=TIMEOUT, what="the warm pool to refill")
+    reasons = {e["reason"]: e["message"] for e in claim_events(testbed, namespace, "session")}
+    assert "Bound" in reasons and "warm pod" in reasons["Bound"]
+    assert metric(operator, 'swarmops_claim_warm_pool_total{result="hit"}') == 1
+
+    # Delete policy: the real garbage collector removes the pod once the claim is gone.
+    testbed.kubectl("delete", "agentclaim", "session", "-n", namespace, "--wait=false")
+    wait_until(
+        lambda: status["podName"] not in pool_pods(testbed, namespace),
+        timeout=TIMEOUT,
+        what="the garbage collector to delete the claimed pod",
+    )
+    wait_until(
+        lambda: get_json(testbed, "agentpool", POOL, "-n", namespace)["status"].get("claimed") == 0,
+        timeout=TIMEOUT,
+        what="the pool to count no claimed pod",
+    )
+
+
+@pytest.mark.e2e
+def test_a_burst_of_20_claims_on_10_warm_pods_binds_each_once_with_10_cold_starts(
+    testbed: TestBed, namespace: str, operator: OperatorThread
+) -> None:
+    warm_uids = fill_pool(testbed, namespace, warm=10)
+    freeze_refills(testbed, namespace, warm=10)  # exactly 10 warm pods to hand out
+    names = [f"burst-{i:02d}" for i in range(20)]
+    create_claims(testbed, namespace, names, whenNoWarmPod="ColdStart")
+    wait_until(all_in(testbed, namespace, {"Bound"}, 20), timeout=TIMEOUT, what="20 Bound claims")
+    bound = assert_bound_exactly_once(testbed, namespace)
+    hits = [c for c in bound.values() if c["status"]["warmHit"]]
+    misses = [c for c in bound.values() if not c["status"]["warmHit"]]
+    assert len(hits) == 10 and len(misses) == 10
+    pods = pool_pods(testbed, namespace)
+    assert {pods[c["status"]["podName"]]["metadata"]["uid"] for c in hits} == warm_uids
+    for item in misses:  # cold-started: from the (now unschedulable) template, not Ready
+        assert condition(item, "Bound") == ("True", "ColdStarted")
+        assert condition(item, "Ready") == ("False", "PodUnschedulable")
+    assert metric(operator, 'swarmops_claim_warm_pool_total{result="hit"}') == 10
+    assert metric(operator, 'swarmops_claim_warm_pool_total{result="miss"}') == 10
+
+
+@pytest.mark.e2e
+def test_waiting_claims_fail_with_bind_timeout_when_no_warm_pod_comes(
+    testbed: TestBed, namespace: str, operator: OperatorThread
+) -> None:
+    fill_pool(testbed, namespace, warm=10)
+    freeze_refills(testbed, namespace, warm=10)
+    names = [f"wait-{i:02d}" for i in range(20)]
+    create_claims(testbed, namespace, names, whenNoWarmPod="Wait", bindTimeoutSeconds=5)
+    wait_until(
+        all_in(testbed, namespace, {"Bound", "Failed"}, 20),
+        timeout=TIMEOUT,
+        what="every claim Bound or Failed",
+    )
+    found = claims(testbed, namespace)
+    failed = {n: c for n, c in found.items() if phase(c) == "Failed"}
+    bound = assert_bound_exactly_once(testbed, namespace)
+    assert len(bound) == 10 and all(c["status"]["warmHit"] for c in bound.values())
+    assert len(failed) == 10
+    for name, item in failed.items():
+        assert condition(item, "Bound") == ("False", "BindTimeout")
+        assert condition(item, "Degraded") == ("True", "BindTimeout")
+        assert "podName" not in item["status"]
+        assert "BindTimeout" in {e["reason"] for e in claim_events(testbed, namespace, name)}
+    # No cold start happened: the only claimed pods are the 10 that were warm.
+    claimed = [p for p in pool_pods(testbed, namespace).values() if state(p) == "claimed"]
+    assert len(claimed) == 10
+
+
+@pytest.mark.e2e
+def test_waiting_claims_bind_as_the_pool_refills(
+    testbed: TestBed, namespace: str, operator: OperatorThread
+) -> None:
+    fill_pool(testbed, namespace, warm=2)
+    names = [f"queue-{i}" for i in range(6)]
+    create_claims(testbed, namespace, names, whenNoWarmPod="Wait", bindTimeoutSeconds=120)
+    wait_until(all_in(testbed, namespace, {"Bound"}, 6), timeout=TIMEOUT, what="6 Bound claims")
+    bound = assert_bound_exactly_once(testbed, namespace)
+    assert all(c["status"]["warmHit"] for c in bound.values())  # never a cold start
+    for name in names:
+        testbed.kubectl(
+            "wait", "--for=condition=Ready", f"agentclaim/{name}", "-n", namespace, "--timeout=60s"
+        )
+
+
+@pytest.mark.e2e
+def test_a_claim_for_a_missing_pool_is_degraded_while_others_bind_and_heals(
+    testbed: TestBed, namespace: str, operator: OperatorThread
+) -> None:
+    fill_pool(testbed, namespace, warm=1)
+    create_claims(testbed, namespace, ["orphan"], pool="later", bindTimeoutSeconds=300)
+    create_claims(testbed, namespace, ["lucky"])
+
+    def degraded() -> bool:
+        item = claims(testbed, namespace).get("orphan", {})
+        return condition(item, "Degraded") == ("True", "PoolNotFound")
+
+    wait_until(degraded, timeout=TIMEOUT, what="the orphan claim Degraded with PoolNotFound")
+    orphan = claims(testbed, namespace)["orphan"]
+    assert phase(orphan) == "Pending"
+    assert condition(orphan, "Ready") == ("False", "PoolNotFound")
+    events = claim_events(testbed, namespace, "orphan")
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "PoolNotFound")]
+    assert "AgentPool later does not exist" in events[0]["message"]
+    testbed.kubectl(
+        "wait", "--for=condition=Ready", "agentclaim/lucky", "-n", namespace, "--timeout=60s"
+    )
+    assert operator.alive
+
+    # The pool appears: the claim binds without anyone touching it.
+    apply_pool(testbed, namespace, warm=1, name="later")
+    testbed.kubectl(
+        "wait", "--for=condition=Ready", "agentclaim/orphan", "-n", namespace, "--timeout=60s"
+    )
+    healed = claims(testbed, namespace)["orphan"]
+    assert condition(healed, "Degraded") == ("False", "AsExpected")
+
+
+@pytest.mark.e2e
+def test_capabilities_the_pool_lacks_degrade_the_claim(
+    testbed: TestBed, namespace: str, operator: OperatorThread
+) -> None:
+    apply_pool(testbed, namespace, warm=0)
+    create_claims(testbed, namespace, ["picky"], capabilities=["browser"], bindTimeoutSeconds=2)
+    wait_until(all_in(testbed, namespace, {"Failed"}, 1), timeout=TIMEOUT, what="the claim to fail")
+    item = claims(testbed, namespace)["picky"]
+    assert condition(item, "Degraded") == ("True", "CapabilitiesNotOffered")
+    reasons = [e["reason"] for e in claim_events(testbed, namespace, "picky")]
+    assert reasons.count("CapabilitiesNotOffered") == 2  # degraded, then failed
+
+
+@pytest.mark.e2e
+def test_an_operator_killed_mid_burst_leaves_every_claim_bound_exactly_once(
+    testbed: TestBed,
+    namespace: str,
+    tmp_path: Path,
+    operator_factory: Callable[..., OperatorThread],
+) -> None:
+    health, metrics = free_port(), free_port()
+    log_path = tmp_path / "first-operator.log"
+    with log_path.open("w") as log:
+        first = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "swarmops.cli",
+                "run",
+                "--kubeconfig",
+                str(testbed.kubeconfig),
+                "--namespace",
+                namespace,
+                "--health-port",
+                str(health),
+                "--metrics-port",
+                str(metrics),
+            ],
+            env={**os.environ},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    names = [f"crash-{i:02d}" for i in range(30)]
+
+    def trickle() -> None:
+        """Claims arriving one after another, so the kill lands in the middle of them."""
+        for name in names:
+            create_claims(testbed, namespace, [name])
+            time.sleep(0.05)
+
+    try:
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{metrics}/readyz"),
+            timeout=60,
+            what="the first operator",
+        )
+        fill_pool(testbed, namespace, warm=10)
+        with ThreadPoolExecutor(max_workers=1) as background:
+            burst = background.submit(trickle)
+
+            def bound_count() -> int:
+                return sum(phase(c) == "Bound" for c in claims(testbed, namespace).values())
+
+            wait_until(lambda: bound_count() >= 3, timeout=TIMEOUT, what="binds to start")
+            first.send_signal(signal.SIGKILL)  # no cleanup, no graceful stop
+            first.wait(timeout=30)
+            bound_by_first = bound_count()
+            burst.result(timeout=TIMEOUT)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+    assert bound_by_first < len(names)  # the kill did land mid-burst
+    operator_factory(namespace)
+    wait_until(
+        all_in(testbed, namespace, {"Bound"}, 30),
+        timeout=TIMEOUT,
+        what="every claim Bound after the restart",
+    )
+    bound = assert_bound_exactly_once(testbed, namespace)
+    assert len(bound) == 30
+    # Nothing extra: the pool's pods are its warm ones plus exactly the claimed ones.
+    pods = pool_pods(testbed, namespace)
+    assert sum(state(p) == "claimed" for p in pods.values()) == 30
+    wait_until(
+        lambda: len(warm_ready(testbed, namespace)) == 10,
+        timeout=TIMEOUT,
+        what="the pool to converge on 10 warm pods",
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("policy", ["Delete", "Retain"])
+def test_the_ttl_releases_the_claim_per_its_shutdown_policy(
+    testbed: TestBed, namespace: str, operator: OperatorThread, policy: str
+) -> None:
+    fill_pool(testbed, namespace, warm=1)
+    create_claims(
+        testbed,
+        namespace,
+        ["brief"],
+        lifetime={"ttlSecondsAfterBound": 2, "shutdownPolicy": policy},
+    )
+    wait_until(all_in(testbed, namespace, {"Released"}, 1), timeout=TIMEOUT, what="Released")
+    item = claims(testbed, namespace)["brief"]
+    pod_name = item["status"]["podName"]
+    assert condition(item, "Bound") == ("False", "TTLExpired")
+    assert item["status"]["warmHit"] is True and item["status"]["expiresAt"]
+    assert "Released" in {e["reason"] for e in claim_events(testbed, namespace, "brief")}
+    if policy == "Delete":
+        wait_until(
+            lambda: (
+                not testbed.kubectl(
+                    "get", "pod", pod_name, "-n", namespace, "--ignore-not-found", "-o", "name"
+                ).stdout.strip()
+            ),
+            timeout=TIMEOUT,
+            what="the pod to be deleted",
+        )
+        return
+    # Retain: the pod lives on, owned by nobody, out of the pool; the claim lets go.
+    wait_until(
+        lambda: not claims(testbed, namespace)["brief"]["metadata"].get("finalizers"),
+        timeout=TIMEOUT,
+        what="the retain finalizer to come off",
+    )
+    pod = get_json(testbed, "pod", pod_name, "-n", namespace)
+    assert not pod["metadata"].get("ownerReferences")
+    assert "swarmops.dev/pool" not in pod["metadata"]["labels"]
+    assert pod["metadata"]["labels"]["swarmops.dev/claim"] == "brief"
+    testbed.kubectl("delete", "agentclaim", "brief", "-n", namespace, "--timeout=60s")
+    assert get_json(testbed, "pod", pod_name, "-n", namespace)["metadata"]["name"] == pod_name
+
+
+@pytest.mark.e2e
+def test_deleting_a_retained_claim_keeps_its_pod(
+    testbed: TestBed, namespace: str, operator: OperatorThread
+) -> None:
+    fill_pool(testbed, namespace, warm=1)
+    create_claims(testbed, namespace, ["keeper"], lifetime={"shutdownPolicy": "Retain"})
+    testbed.kubectl(
+        "wait", "--for=condition=Ready", "agentclaim/keeper", "-n", namespace, "--timeout=60s"
+    )
+    item = claims(testbed, namespace)["keeper"]
+    assert item["metadata"]["finalizers"] == ["swarmops.dev/retain-pod"]
+    pod_name = item["status"]["podName"]
+    # The finalizer holds the claim until its pod is cut loose; then it goes.
+    testbed.kubectl("delete", "agentclaim", "keeper", "-n", namespace, "--timeout=60s")
+    pod = get_json(testbed, "pod", pod_name, "-n", namespace)
+    assert not pod["metadata"].get("deletionTimestamp")
+    assert not pod["metadata"].get("ownerReferences")
+    assert "swarmops.dev/pool" not in pod["metadata"]["labels"]
+
+
+def chart_role_kubeconfig(testbed: TestBed, watched: str, home: str, path: Path) -> None:
+    """The chart's namespaced RBAC for `watched`, and a kubeconfig with its token."""
+    rendered = testbed.helm(
+        "template",
+        "swarmops",
+        str(repository_root() / "helm" / "swarmops"),
+        "--namespace",
+        home,
+        "--set",
+        f"watchNamespaces={{{watched}}}",
+    ).stdout
+    kinds = ("ServiceAccount", "Role", "RoleBinding")
+    objects = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in kinds]
+    testbed.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    account = next(doc for doc in objects if doc["kind"] == "ServiceAccount")["metadata"]["name"]
+    token = testbed.kubectl("create", "token", account, "-n", home).stdout.strip()
+    config: dict[str, Any] = yaml.safe_load(testbed.kubeconfig.read_text())
+    config["users"] = [{"name": account, "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = account
+    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.e2e
+def test_claims_need_nothing_beyond_the_charts_role(
+    testbed: TestBed,
+    namespace: str,
+    operator_factory: Callable[..., OperatorThread],
+    operator_log: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    home = f"{namespace[:50]}-sys"
+    testbed.namespace_ready(home)
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    chart_role_kubeconfig(testbed, namespace, home, kubeconfig)
+    operator_factory(namespace, kubeconfig=kubeconfig)
+    fill_pool(testbed, namespace, warm=1)
+    freeze_refills(testbed, namespace, warm=1)
+    # A warm bind with the finalizer (Retain), then a cold start (the pool is empty).
+    create_claims(testbed, namespace, ["kept"], lifetime={"shutdownPolicy": "Retain"})
+    testbed.kubectl(
+        "wait", "--for=condition=Ready", "agentclaim/kept", "-n", namespace, "--timeout=60s"
+    )
+    create_claims(testbed, namespace, ["cold"])
+    wait_until(all_in(testbed, namespace, {"Bound"}, 2), timeout=TIMEOUT, what="both Bound")
+    assert claims(testbed, namespace)["cold"]["status"]["warmHit"] is False
+    testbed.kubectl("delete", "agentclaim", "kept", "-n", namespace, "--timeout=60s")
+    assert "forbidden" not in operator_log().lower()
