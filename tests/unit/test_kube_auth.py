@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import kopf
 import pytest
 import yaml
 
-from swarmops.kube.auth import Credentials, CredentialsError, load_connection_info
+from swarmops.kube.auth import ClusterAccess, Credentials, CredentialsError, load_connection_info
 
 CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
 
@@ -50,7 +52,7 @@ def test_explicit_kubeconfig(tmp_path: Path) -> None:
     assert info.ca_data == CA
     assert info.token == "secret-token"
     assert info.default_namespace == "team"
-    assert info.as_http_headers() == {"Authorization": "Bearer secret-token"}
+    assert info.http_headers() == {"Authorization": "Bearer secret-token"}
 
 
 def test_relative_paths_resolve_against_the_kubeconfig_file(tmp_path: Path) -> None:
@@ -153,10 +155,10 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 def test_credentials_reload_once_for_concurrent_rejections() -> None:
     loads = 0
 
-    def load() -> kopf.ConnectionInfo:
+    def load() -> ClusterAccess:
         nonlocal loads
         loads += 1
-        return kopf.ConnectionInfo(server="https://h", token=f"token-{loads}")
+        return ClusterAccess(server="https://h", token=f"token-{loads}")
 
     async def scenario() -> list[str | None]:
         credentials = Credentials(load)
@@ -171,3 +173,19 @@ def test_credentials_reload_once_for_concurrent_rejections() -> None:
 
     assert asyncio.run(scenario()) == ["token-1", "token-3", "token-3"]
     assert loads == 3
+
+
+def test_the_gpu_agent_does_not_load_kopf() -> None:
+    # kopf is ~18 MB of a node agent's memory it never uses; only the operator logs in.
+    probe = "import sys, swarmops.gpu.command; print('kopf' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_login_hands_kopf_the_same_credentials() -> None:
+    access = ClusterAccess(server="https://h", token="t", default_namespace="ns")
+    info = asyncio.run(Credentials(lambda: access).login())
+    assert isinstance(info, kopf.ConnectionInfo)
+    assert (info.server, info.token, info.default_namespace) == ("https://h", "t", "ns")

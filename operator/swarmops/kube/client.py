@@ -75,8 +75,8 @@ class KubeClient:
             old = self._session
             self._session = aiohttp.ClientSession(
                 base_url=info.server.rstrip("/") + "/",
-                connector=aiohttp.TCPConnector(ssl=info.as_ssl_context(), limit=0),
-                headers={**info.as_http_headers(), "User-Agent": self._user_agent},
+                connector=aiohttp.TCPConnector(ssl=info.ssl_context(), limit=0),
+                headers={**info.http_headers(), "User-Agent": self._user_agent},
                 timeout=self._timeout,
                 proxy=info.proxy_url,
                 trust_env=info.trust_env,
