@@ -74,4 +74,5 @@ def test_swarmops_run_serves_probes_and_metrics_and_stops_on_sigterm(
     assert "SwarmOps 0.1.0 started." in messages
     assert "SwarmOps stopped." in messages
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
-    assert not any(entry["level"] in ("ERROR", "CRITICAL") for entry in entries), lines
+    errors = [entry for entry in entries if entry["level"] in ("ERROR", "CRITICAL")]
+    assert errors == []
