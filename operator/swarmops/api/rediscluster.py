@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -54,8 +54,21 @@ MANAGED_DIRECTIVES: Final = (
     "tls-ca-cert-file",
     "tls-cluster",
     "tls-replication",
+    "cluster-allow-replica-migration",
+    "appenddirname",
+    "dbfilename",
+    "include",
+    "rename-command",
 )
 CONFIG_KEY_PATTERN: Final = r"^[a-z][a-z0-9-]*$"
+#: One line of redis.conf: a value with a line break would smuggle in another directive.
+CONFIG_VALUE_PATTERN: Final = r"^[^\r\n]*$"
+MAX_TOLERATIONS: Final = 32
+#: Label values as Kubernetes allows them (keys are checked by the apiserver when the
+#: operator writes the objects that carry them).
+LABEL_VALUE_PATTERN: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+ConfigValue = Annotated[str, Field(max_length=4096, pattern=CONFIG_VALUE_PATTERN)]
 
 
 class RedisClusterConditionType(StrEnum):
@@ -184,6 +197,171 @@ class RedisDisruptionBudget(ApiModel):
     )
 
 
+MAX_TERMS: Final = 16
+MAX_VALUES: Final = 64
+
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+
+
+class LabelSelectorRequirement(ApiModel):
+    """One requirement of a label selector."""
+
+    key: str = Field(min_length=1, max_length=316, description="Label key.")
+    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[LabelValue] = Field(
+        default_factory=list,
+        max_length=MAX_VALUES,
+        description="Values for In and NotIn; empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(ApiModel):
+    """A label selector, as in metav1.LabelSelector."""
+
+    match_labels: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_MAP_ENTRIES, description="Labels that must match."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=MAX_TERMS, description="Requirements that must hold."
+    )
+
+
+class NodeSelectorRequirement(ApiModel):
+    """One requirement on a node's labels or fields."""
+
+    key: str = Field(min_length=1, max_length=316, description="Label or field key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
+        description="In, NotIn, Exists, DoesNotExist, Gt or Lt."
+    )
+    values: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list, max_length=MAX_VALUES, description="Values to compare with."
+    )
+
+
+class NodeSelectorTerm(ApiModel):
+    """Node requirements that must all hold."""
+
+    match_expressions: list[NodeSelectorRequirement] = Field(
+        default_factory=list, max_length=MAX_TERMS, description="Requirements on node labels."
+    )
+    match_fields: list[NodeSelectorRequirement] = Field(
+        default_factory=list, max_length=MAX_TERMS, description="Requirements on node fields."
+    )
+
+
+class NodeSelector(ApiModel):
+    """Terms of which at least one must match."""
+
+    node_selector_terms: list[NodeSelectorTerm] = Field(
+        min_length=1, max_length=MAX_TERMS, description="Alternatives; one must match."
+    )
+
+
+class PreferredSchedulingTerm(ApiModel):
+    """A preferred node term and its weight."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    preference: NodeSelectorTerm = Field(description="The node term preferred.")
+
+
+class NodeAffinity(ApiModel):
+    """Node affinity, as in a pod's affinity.nodeAffinity."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = Field(
+        None, description="Nodes the pods must run on."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] = Field(
+        default_factory=list, max_length=MAX_TERMS, description="Nodes the pods prefer."
+    )
+
+
+class PodAffinityTerm(ApiModel):
+    """Pods (by labels) near or away from which the pods run, per topology domain."""
+
+    label_selector: LabelSelector | None = Field(None, description="Pods this term is about.")
+    topology_key: str = Field(
+        min_length=1,
+        max_length=316,
+        description="Node label whose values are the domains, e.g. kubernetes.io/hostname.",
+    )
+    namespaces: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list,
+        max_length=MAX_VALUES,
+        description="Namespaces of those pods; empty: the pod's own namespace.",
+    )
+    namespace_selector: LabelSelector | None = Field(
+        None, description="Namespaces of those pods, by labels."
+    )
+
+
+class WeightedPodAffinityTerm(ApiModel):
+    """A preferred pod affinity term and its weight."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    pod_affinity_term: PodAffinityTerm = Field(description="The term preferred.")
+
+
+class PodAffinity(ApiModel):
+    """Pod affinity or anti-affinity, as in a pod's affinity.podAffinity."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] = Field(
+        default_factory=list, max_length=MAX_TERMS, description="Terms that must hold."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] = Field(
+        default_factory=list, max_length=MAX_TERMS, description="Terms preferred."
+    )
+
+
+class Affinity(ApiModel):
+    """Scheduling constraints, as in a pod's affinity."""
+
+    node_affinity: NodeAffinity | None = Field(None, description="Node affinity.")
+    pod_affinity: PodAffinity | None = Field(None, description="Pod affinity.")
+    pod_anti_affinity: PodAffinity | None = Field(None, description="Pod anti-affinity.")
+
+
+class Toleration(ApiModel):
+    """A toleration of a node taint, as in a pod's ``tolerations``."""
+
+    key: str | None = Field(
+        None,
+        max_length=316,
+        description="Taint key the toleration applies to; empty with operator Exists "
+        "tolerates every taint.",
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        None, description="Exists or Equal (the default)."
+    )
+    value: str | None = Field(
+        None, max_length=63, description="Taint value to match when operator is Equal."
+    )
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty matches every effect."
+    )
+    toleration_seconds: int | None = Field(
+        None,
+        description="How long a NoExecute taint is tolerated before eviction; absent: forever.",
+    )
+
+
+class RedisNetworkPolicy(ApiModel):
+    """A NetworkPolicy in front of the Redis pods."""
+
+    enabled: bool = Field(
+        True,
+        description="Admit only the cluster's own pods (replication and the cluster bus), "
+        "its clients and the SwarmOps operator.",
+    )
+    client_pod_labels: dict[str, LabelValue] | None = Field(
+        None,
+        max_length=MAX_MAP_ENTRIES,
+        description="Labels of the pods, in the same namespace, that may connect as clients. "
+        "Absent: the pods of the cluster's swarm (swarmops.dev/swarm=<the cluster's "
+        "swarmops.dev/swarm label>), or pods labelled swarmops.dev/redis-client=<name> for a "
+        "cluster outside any swarm.",
+    )
+
+
 class RedisClusterSpec(ApiModel):
     """The desired state of a RedisCluster."""
 
@@ -243,7 +421,29 @@ class RedisClusterSpec(ApiModel):
     pod_disruption_budget: RedisDisruptionBudget = Field(
         default_factory=RedisDisruptionBudget, description="PodDisruptionBudgets per shard."
     )
-    config: dict[str, str] = Field(
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=MAX_MAP_ENTRIES,
+        description="Node labels the Redis pods must be scheduled onto, as in a pod's "
+        "nodeSelector.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=MAX_TOLERATIONS,
+        description="Taints the Redis pods tolerate, as in a pod's tolerations.",
+    )
+    affinity: Affinity | None = Field(
+        None,
+        description="Pod affinity, as in a pod's affinity. Absent: the operator prefers to keep "
+        "a shard's pods on different nodes and zones.",
+    )
+    priority_class_name: ObjectName | None = Field(
+        None, description="PriorityClass of the Redis pods."
+    )
+    network_policy: RedisNetworkPolicy = Field(
+        default_factory=RedisNetworkPolicy, description="The NetworkPolicy in front of Redis."
+    )
+    config: dict[str, ConfigValue] = Field(
         default_factory=dict,
         max_length=MAX_MAP_ENTRIES,
         description="Extra redis.conf directives, e.g. {maxmemory-policy: allkeys-lru}. "
@@ -282,6 +482,7 @@ class RedisClusterPhase(StrEnum):
     READY = "Ready"
     HEALING = "Healing"
     RESHARDING = "Resharding"
+    UPDATING = "Updating"
     DEGRADED = "Degraded"
 
 
@@ -328,6 +529,13 @@ class RedisClusterStatus(StatusBase):
     )
     slots_ok: int = Field(
         0, ge=0, le=SLOT_COUNT, description="Assigned slots whose master is reachable."
+    )
+    slots_to_move: int = Field(
+        0,
+        ge=0,
+        le=SLOT_COUNT,
+        description="Slots still to move to reach an even split over the wanted shards "
+        "(0 when balanced); above 0 while resharding.",
     )
     cluster_state: str | None = Field(
         None, max_length=16, description="cluster_state from CLUSTER INFO: ok or fail."
