@@ -26,16 +26,22 @@ Prints one JSON object. Quick run: python bench/agents.py --agents 4 --tasks 500
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# `python bench/x.py` puts bench/ first on sys.path, where bench/redis.py would shadow
+# the redis package that imports below need. Hence imports after code in this file:
+# ruff: noqa: E402
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import asyncio
 import json
 import os
 import platform
 import signal
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from swarmops.agent import Priority, TaskQueue, connect, redis_config

@@ -17,13 +17,19 @@ Prints one JSON object. Usage: python bench/gpu.py [--poll-interval 10] [--sampl
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# `python bench/x.py` puts bench/ first on sys.path, where bench/redis.py would shadow
+# the redis package that imports below need. Hence imports after code in this file:
+# ruff: noqa: E402
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil

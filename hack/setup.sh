@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need on a fresh machine, and is a
-# quick no-op when it is all there: Debian packages, the Python venv, and the
-# test bed's binaries (built from Go modules, cached).
+# quick no-op when it is all there: Debian packages, the Python venv, the test
+# bed's binaries (built from Go modules, cached) and the fake NVML library (cached).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-debian_packages=(redis-server prometheus)
+# gcc and libc6-dev build the fake NVML library (hack/build-fake-nvml.sh).
+debian_packages=(redis-server prometheus gcc libc6-dev)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -30,3 +31,4 @@ if [[ ! -f "$stamp" ]]; then
 fi
 
 bash "$root/hack/build-testbed.sh" >/dev/null
+bash "$root/hack/build-fake-nvml.sh" >/dev/null

@@ -1,4 +1,5 @@
-"""The `swarmops` command: run the operator, print the version, generate CRDs, run the demo."""
+"""The `swarmops` command: run the operator, the GPU node agent or an agent (the agent
+runtime), print the version, generate CRDs, run the demo."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from swarmops import __version__
+from swarmops.agent import command as agent_command
+from swarmops.gpu import command as gpu_command
 from swarmops.settings import Settings, SettingsError, load_settings
 
 EXIT_USAGE = 2
@@ -88,7 +91,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="re-reconcile every object this often even without events (default 60)",
     )
-    run.add_argument("--workers", metavar="N", help="reconciles run at once (default 8)")
+    run.add_argument("--workers", metavar="N", help="reconciles run at once (default 32)")
+    run.add_argument(
+        "--gpu-reaction",
+        metavar="MODE",
+        help="react to GPU health reports (taint, evict, clear): on (default), dry-run "
+        "(decide, log and post Events, change nothing), or off",
+    )
+    run.add_argument(
+        "--gpu-clean-reports",
+        metavar="N",
+        help="clean GPU reports before a quarantine is lifted (default 3)",
+    )
+    run.add_argument(
+        "--gpu-unknown-grace",
+        metavar="SECONDS",
+        help="how long GPU health may be UNKNOWN before the node is tainted (default 120)",
+    )
+    run.add_argument(
+        "--gpu-max-quarantined-percent",
+        metavar="PERCENT",
+        help="circuit breaker: most GPU nodes newly quarantined per window (default 50)",
+    )
+    run.add_argument(
+        "--gpu-breaker-window",
+        metavar="SECONDS",
+        help="the circuit breaker's window (default 300)",
+    )
+
+    gpu_command.add_parser(commands)
+    agent_command.add_parser(commands)
 
     commands.add_parser("version", help="print the version")
 
@@ -201,6 +233,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _run(args, env)
     if args.command == "crds":
         return _crds(args)
+    if args.command == "gpu-agent":
+        return gpu_command.run(args, env)
+    if args.command == "agent":
+        return agent_command.run(args, env)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 

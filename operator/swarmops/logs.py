@@ -68,6 +68,31 @@ class JsonFormatter(logging.Formatter):
 NOISY_LOGGERS = ("asyncio", "aiohttp.access", "kopf.objects", "kopf.activities.probe")
 
 
+class HandlerSuccessFilter(logging.Filter):
+    """Drops kopf's INFO line "Handler '...' succeeded.".
+
+    SwarmOps' kopf handlers are all watch-event and index handlers that only put a key
+    on a work queue, so that line comes once per watch event of every pod, claim and
+    pool: at 100 claims a second, hundreds of lines a second that say nothing (the
+    reconciles log what they do). A filter rather than a level, so that kopf's other
+    INFO lines about objects, and every warning and error, still show; and installed
+    by the runtime, so embedded operators (tests, benchmarks) are quiet too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        message = record.msg if isinstance(record.msg, str) else ""
+        return not (message.startswith("Handler ") and message.endswith(" succeeded."))
+
+
+def quiet_kopf_handler_successes() -> None:
+    """Install `HandlerSuccessFilter` on kopf's per-object logger, once per process."""
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, HandlerSuccessFilter) for f in objects.filters):
+        objects.addFilter(HandlerSuccessFilter())
+
+
 def make_formatter(log_format: LogFormat) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 

@@ -61,6 +61,59 @@ class Metrics:
             "Objects waiting to be reconciled.",
             registry=self.registry,
         )
+        self.claim_queue_depth = Gauge(
+            "swarmops_claim_workqueue_depth",
+            "AgentClaims waiting to be reconciled.",
+            registry=self.registry,
+        )
+        self.claims = Counter(
+            "swarmops_claims_total",
+            "AgentClaims that reached a phase (bound, failed, released), by the reason of "
+            "their Bound condition (WarmPodBound, ColdStarted, BindTimeout, TTLExpired, ...).",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.claim_warm_pool = Counter(
+            "swarmops_claim_warm_pool_total",
+            "Claims bound from the warm pool (hit) or by a cold start (miss).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.claim_bind_seconds = Histogram(
+            "swarmops_claim_bind_duration_seconds",
+            "From a claim's first watch event in this process to its pod bound, by warm hit.",
+            ["warm"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.events_suppressed = Counter(
+            "swarmops_events_suppressed_total",
+            "Normal Events about AgentClaims not posted because the claim Event budget was "
+            "spent (Warnings are always posted), by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.redis = RedisMetrics(self.registry)
+        self.claim_bind_conflicts = Counter(
+            "swarmops_claim_bind_conflicts_total",
+            "Bind patches refused because the pod changed first (another claim won it).",
+            registry=self.registry,
+        )
+        self.agent_handoffs = Counter(
+            "swarmops_agent_handoffs_total",
+            "Assignments POSTed to agents (claim hand-offs and role changes), by role and "
+            "result: delivered, refused (the agent said it is not for it), failed (no answer "
+            "after the retries; the pod's next watch event tries again).",
+            ["role", "result"],
+            registry=self.registry,
+        )
+        self.agent_handoff_seconds = Histogram(
+            "swarmops_agent_handoff_duration_seconds",
+            "From deciding to tell an agent (right after the bind, or on a pod event) to its "
+            "answer, retries included.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
 
     def observe_pool(
         self, namespace: str, pool: str, counts: dict[str, int], ready: dict[str, int]
@@ -77,6 +130,61 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RedisMetrics:
+    """Instruments of the RedisCluster controller, per cluster."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["namespace", "cluster"]
+        self.cluster_state = Gauge(
+            "swarmops_redis_cluster_state",
+            "1 when every reachable node reports cluster_state ok, 0 otherwise.",
+            labels,
+            registry=registry,
+        )
+        self.shards_ready = Gauge(
+            "swarmops_redis_shards_ready",
+            "Shards whose master and replicas are up and in sync.",
+            labels,
+            registry=registry,
+        )
+        self.slots_ok = Gauge(
+            "swarmops_redis_slots_ok",
+            "Hash slots assigned to a reachable master (16384 when whole).",
+            labels,
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "swarmops_redis_failovers_total",
+            "Failovers the operator started: forced (master lost) or graceful (planned).",
+            [*labels, "kind"],
+            registry=registry,
+        )
+        self.slot_migrations = Counter(
+            "swarmops_redis_slot_migrations_total",
+            "Hash slots moved from one master to another (reshards, finished interrupted moves).",
+            labels,
+            registry=registry,
+        )
+        self.keys_moved = Counter(
+            "swarmops_redis_keys_moved_total",
+            "Keys migrated along with their slots.",
+            labels,
+            registry=registry,
+        )
+        self.actions = Counter(
+            "swarmops_redis_actions_total",
+            "Cluster commands the operator sent (meet, forget, addslots, replicate, "
+            "failover, ...), by result.",
+            [*labels, "action", "result"],
+            registry=registry,
+        )
+
+    def forget(self, namespace: str, cluster: str) -> None:
+        for gauge in (self.cluster_state, self.shards_ready, self.slots_ok):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, cluster)
 
 
 @dataclass

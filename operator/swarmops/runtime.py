@@ -19,20 +19,25 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import aiohttp
 import kopf
 
 from swarmops import __version__
+from swarmops.core.gpu import GPU_NODE_SELECTOR
 from swarmops.core.pods import POOL_LABEL
-from swarmops.handlers import pools
+from swarmops.core.rediscluster.names import CLUSTER_LABEL as REDIS_CLUSTER_LABEL
+from swarmops.handlers import claims, gpu_health, gpu_nodes, pools, redisclusters
 from swarmops.handlers.context import MEMO_KEY, Services, services_of
+from swarmops.kube.access import allowed
 from swarmops.kube.auth import Credentials, load_connection_info
 from swarmops.kube.client import KubeClient
-from swarmops.kube.errors import NotFound
+from swarmops.kube.errors import ApiError, NotFound, TooManyRequests
 from swarmops.kube.events import EventRecorder
-from swarmops.kube.resources import AGENTPOOLS
+from swarmops.kube.resources import AGENTCLAIMS, AGENTPOOLS, REDISCLUSTERS
+from swarmops.logs import quiet_kopf_handler_successes
 from swarmops.metrics import serve_metrics
 from swarmops.settings import Settings
 
@@ -45,15 +50,45 @@ FINALIZER = "swarmops.dev/finalizer"
 Flag = threading.Event | asyncio.Event | asyncio.Future[Any] | concurrent.futures.Future[Any]
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff-base, switched off: SwarmOps has no handler that reads it.
+
+    kopf computes the "essence" of every object on every watch event (a deep copy of the
+    body, its annotations filtered, a diff against the stored one) before it looks at
+    which handlers exist; only on.create/update/resume/field handlers use it. Ours are
+    all watch-event and index handlers, so that work is wasted, and on the claim hot path
+    (hundreds of pod and claim events a second) the benchmark measured it at about a
+    sixth of the operator's CPU (docs/benchmarks.md). An empty essence makes the diff
+    empty and costs nothing; nothing is ever written to the objects.
+
+    tests/unit/test_kopf_quiet.py fails if a handler that needs the diff-base (a
+    "changing" handler) is registered: then this must go.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings, ours: Settings) -> None:
     """kopf's own settings for SwarmOps.
 
-    * Progress and diff-base in `swarmops.dev/*` annotations: our status schemas are
-      strict, so nothing may go to `status.kopf`.
+    * Progress in `swarmops.dev/*` annotations (our status schemas are strict, so
+      nothing may go to `status.kopf`), though no handler of ours stores any; no
+      diff-base at all (`NoDiffBase`).
     * kopf posts Events for its own log lines; only warnings and errors are worth an
       API call (our handlers post their own, meaningful Events).
     * Pods are watched with a label selector server-side, so the operator only ever
-      holds the pods of its pools, not every pod in the namespace.
+      holds the pods of its pools, not every pod in the namespace; PodDisruptionBudgets
+      likewise (only its pools' own); nodes likewise, so it holds only GPU nodes
+      (labelled by GPU Feature Discovery), never the CPU fleet.
     * Watches are restarted every few minutes and requests time out, so a half-dead
       connection cannot leave the operator blind.
     * No scanning of CRDs and namespaces at runtime (it needs cluster-wide list/watch
@@ -65,14 +100,16 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: Settings) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "swarmops"
     settings.posting.event_name_prefix = "swarmops-"
     settings.watching.label_selectors["v1", "pods"] = POOL_LABEL
+    settings.watching.label_selectors["policy", "poddisruptionbudgets"] = POOL_LABEL
+    settings.watching.label_selectors["v1", "nodes"] = GPU_NODE_SELECTOR
+    # Only the RedisClusters' own StatefulSets, never every StatefulSet in a namespace.
+    settings.watching.label_selectors["apps", "statefulsets"] = REDIS_CLUSTER_LABEL
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
@@ -86,14 +123,32 @@ def _is_pattern(namespace: str) -> bool:
     return any(mark in namespace for mark in "!*?")
 
 
-def build_registry() -> kopf.OperatorRegistry:
-    """A registry with every handler of SwarmOps (not kopf's global default registry)."""
+def build_registry(
+    *,
+    watch_gpu_nodes: bool = True,
+    gpu_reaction: bool = True,
+    disruption_budgets: bool = True,
+    redis_clusters: bool = True,
+) -> kopf.OperatorRegistry:
+    """A registry with every handler of SwarmOps (not kopf's global default registry).
+
+    `watch_gpu_nodes`: index the GPU nodes, to check GPU requests against them. Only
+    when the operator may list and watch nodes: kopf holds every handler back until
+    each index has listed, and a watch that is refused never lists.
+    """
     registry = kopf.OperatorRegistry()
     kopf.on.startup(registry=registry)(on_startup)
     kopf.on.cleanup(registry=registry)(on_cleanup)
     kopf.on.login(registry=registry)(on_login)
     kopf.on.probe(id="reconciler", registry=registry)(on_probe)
-    pools.register(registry)
+    pools.register(registry, disruption_budgets=disruption_budgets)
+    claims.register(registry)
+    if watch_gpu_nodes:
+        gpu_nodes.register(registry)
+    if watch_gpu_nodes and gpu_reaction:
+        gpu_health.register(registry)
+    if redis_clusters:
+        redisclusters.register(registry)
     return registry
 
 
@@ -103,6 +158,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) 
     if services.client is None:  # kopf retries this handler while the CRDs are missing
         services.client = KubeClient(services.credentials)
     await _require_crds(services.client)
+    await _wait_for_watch_caches(services.client, services.settings)
     services.events = EventRecorder(services.client)
     services.pools = pools.PoolController(
         client=services.client,
@@ -113,8 +169,42 @@ async def on_startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) 
         # and kopf runs no resource handler before they are complete.
         pools=kwargs[pools.POOLS_INDEX],
         pods=kwargs[pools.POOL_PODS_INDEX],
+        gpu_nodes=kwargs.get(gpu_nodes.GPU_NODES_INDEX),
+        budgets=kwargs.get(pools.BUDGETS_INDEX),  # absent: no access to budgets
     )
     services.pools.queue.start()
+    services.claims = claims.ClaimController(
+        client=services.client,
+        events=services.events,
+        metrics=services.metrics,
+        services=services,
+        claims=kwargs[claims.CLAIMS_INDEX],
+        claim_pods=kwargs[claims.CLAIM_PODS_INDEX],
+        pools=kwargs[pools.POOLS_INDEX],
+        pool_pods=kwargs[pools.POOL_PODS_INDEX],
+    )
+    services.claims.queue.start()
+    gpu_health_nodes = kwargs.get(gpu_health.GPU_HEALTH_INDEX)
+    if gpu_health_nodes is not None:
+        services.gpu_reactor = gpu_health.GpuHealthReactor(
+            client=services.client,
+            metrics=services.metrics,
+            policy=await gpu_health.reaction_policy(services.settings, services.client),
+            nodes=gpu_health_nodes,
+            pool_pods=kwargs[pools.POOL_PODS_INDEX],
+        )
+        services.gpu_reactor.start()
+    redis_clusters = kwargs.get(redisclusters.CLUSTERS_INDEX)
+    if redis_clusters is not None:
+        services.redis = redisclusters.RedisController(
+            client=services.client,
+            events=services.events,
+            metrics=services.metrics,
+            services=services,
+            clusters=redis_clusters,
+            statefulsets=kwargs[redisclusters.STATEFULSETS_INDEX],
+        )
+        services.redis.queue.start()
     if services.settings.metrics_port:
         services.metrics_endpoint = await serve_metrics(
             services.metrics,
@@ -126,7 +216,44 @@ async def on_startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) 
     logger.info("SwarmOps %s started.", __version__)
 
 
-REQUIRED_RESOURCES = frozenset({AGENTPOOLS.plural})
+REQUIRED_RESOURCES = frozenset({AGENTPOOLS.plural, AGENTCLAIMS.plural, REDISCLUSTERS.plural})
+
+
+# How long a new CRD's storage may take to initialise before startup gives up and
+# lets kopf retry the startup handler.
+WATCH_CACHE_PATIENCE = 30.0
+
+
+async def _wait_for_watch_caches(client: KubeClient, settings: Settings) -> None:
+    """Wait, quietly, until the apiserver serves our resources from its watch cache.
+
+    For a moment after a CRD is installed, its lists and watches are refused with 429
+    "storage is (re)initializing"; kopf would log every refused watch as an ERROR, which
+    is noise on every fresh install (the chart installs the CRDs and starts us at once).
+    """
+    namespaces: list[str | None] = (
+        [None]
+        if settings.all_namespaces
+        else [n for n in settings.namespaces if not _is_pattern(n)]
+    )
+    deadline = time.monotonic() + WATCH_CACHE_PATIENCE
+    for resource in (AGENTPOOLS, AGENTCLAIMS, REDISCLUSTERS):
+        for namespace in namespaces:
+            while True:
+                try:
+                    # resourceVersion=0: served by the watch cache, as kopf's watches are.
+                    await client.request(
+                        "GET",
+                        resource.path(namespace),
+                        params={"limit": "1", "resourceVersion": "0"},
+                    )
+                    break
+                except TooManyRequests as error:
+                    if time.monotonic() > deadline:
+                        raise kopf.TemporaryError(
+                            f"{resource.plural} storage still initialising: {error}", delay=5
+                        ) from error
+                    await asyncio.sleep(min(error.retry_after or 0.5, 1.0))
 
 
 async def _require_crds(client: KubeClient) -> None:
@@ -155,6 +282,12 @@ async def on_cleanup(memo: Any, **_: Any) -> None:
     services.ready = False
     if services.pools is not None:
         await services.pools.queue.stop()
+    if services.claims is not None:
+        await services.claims.stop()
+    if services.gpu_reactor is not None:
+        await services.gpu_reactor.stop()
+    if services.redis is not None:
+        await services.redis.stop()
     if services.metrics_endpoint is not None:
         await services.metrics_endpoint.close()
     if services.client is not None:
@@ -170,10 +303,122 @@ async def on_login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
 async def on_probe(memo: Any, **_: Any) -> dict[str, Any]:
     """Liveness: the reconcile workers are alive (kopf serves this at /healthz)."""
     services = services_of(memo)
-    controller = services.pool_controller()
-    if not controller.queue.started:
-        raise RuntimeError("the reconcile workers have stopped")
+    queues = [services.pool_controller().queue, services.claim_controller().queue]
+    if services.redis is not None:
+        queues.append(services.redis.queue)
+    for queue in queues:
+        if not queue.started:
+            raise RuntimeError("the reconcile workers have stopped")
     return {"ready": services.ready}
+
+
+NODE_ACCESS_ATTEMPTS = 5
+
+
+async def may_watch_nodes(credentials: Credentials) -> bool:
+    """Whether the operator may list and watch nodes cluster-wide (asked, not tried).
+
+    A namespaced install without the chart's nodes ClusterRole still runs; it only
+    cannot tell a GPU request no node can satisfy. The apiserver not answering is no
+    answer: after a few tries that is an error, as it would be for kopf.
+    """
+    async with KubeClient(credentials) as client:
+        for attempt in range(1, NODE_ACCESS_ATTEMPTS + 1):
+            try:
+                for verb in ("list", "watch"):
+                    if not await allowed(client, verb, "nodes"):
+                        logger.warning(
+                            "The operator may not %s nodes cluster-wide, so GPU requests of "
+                            "AgentPools are not checked against the GPU nodes (no "
+                            "UnsatisfiableGPURequest condition). The Helm chart grants it "
+                            "with its '-nodes' ClusterRole.",
+                            verb,
+                        )
+                        return False
+                return True
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+                if attempt == NODE_ACCESS_ATTEMPTS:
+                    raise
+                logger.warning("Could not ask the apiserver about node access: %s", error)
+                await asyncio.sleep(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+BUDGET_VERBS = ("list", "watch", "create", "patch")
+
+
+async def may_manage_budgets(credentials: Credentials, settings: Settings) -> bool:
+    """Whether the operator may keep its pools' PodDisruptionBudgets where it serves.
+
+    kopf holds every handler back until each index has listed, and a refused watch never
+    lists: an install whose Role predates the budgets (the chart grants them) would stop
+    the whole operator. Without the access, pools run without budgets, and a warning
+    says so once.
+    """
+    scopes: list[str | None] = (
+        [None]
+        if settings.all_namespaces or any(_is_pattern(ns) for ns in settings.namespaces)
+        else list(settings.namespaces)
+    )
+    async with KubeClient(credentials) as client:
+        for attempt in range(1, NODE_ACCESS_ATTEMPTS + 1):
+            try:
+                for namespace in scopes:
+                    for verb in BUDGET_VERBS:
+                        if not await allowed(
+                            client,
+                            verb,
+                            "poddisruptionbudgets",
+                            group="policy",
+                            namespace=namespace,
+                        ):
+                            logger.warning(
+                                "The operator may not %s poddisruptionbudgets%s, so AgentPools "
+                                "get no PodDisruptionBudget. The Helm chart's Role grants it.",
+                                verb,
+                                f" in {namespace}" if namespace else " cluster-wide",
+                            )
+                            return False
+                return True
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+                if attempt == NODE_ACCESS_ATTEMPTS:
+                    raise
+                logger.warning("Could not ask the apiserver about budget access: %s", error)
+                await asyncio.sleep(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def may_watch_redis_statefulsets(credentials: Credentials, settings: Settings) -> bool:
+    """Whether the operator may list and watch StatefulSets where it serves (RedisClusters
+    are made of them). Asked, not tried: a refused watch never lists, and kopf would hold
+    back every other handler until it did. Without it, RedisClusters are not served."""
+    scopes: list[str | None] = (
+        [None]
+        if settings.all_namespaces or any(_is_pattern(ns) for ns in settings.namespaces)
+        else list(settings.namespaces)
+    )
+    async with KubeClient(credentials) as client:
+        for attempt in range(1, NODE_ACCESS_ATTEMPTS + 1):
+            try:
+                for namespace in scopes:
+                    for verb in ("list", "watch"):
+                        if not await allowed(
+                            client, verb, "statefulsets", group="apps", namespace=namespace
+                        ):
+                            logger.warning(
+                                "The operator may not %s statefulsets%s, so RedisClusters are "
+                                "not served. The Helm chart's Role grants it.",
+                                verb,
+                                f" in {namespace}" if namespace else " cluster-wide",
+                            )
+                            return False
+                return True
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+                if attempt == NODE_ACCESS_ATTEMPTS:
+                    raise
+                logger.warning("Could not ask the apiserver about StatefulSet access: %s", error)
+                await asyncio.sleep(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def build_services(settings: Settings, environ: Mapping[str, str] | None = None) -> Services:
@@ -195,13 +440,22 @@ async def serve(
 ) -> None:
     """Run the operator in the current event loop until `stop_flag` is set (or a signal)."""
     services = services if services is not None else build_services(settings, environ)
+    quiet_kopf_handler_successes()
     health = (
         f"http://{settings.bind_address}:{settings.health_port}/healthz"
         if settings.health_port
         else None
     )
+    watch_gpu_nodes = await may_watch_nodes(services.credentials)
+    disruption_budgets = await may_manage_budgets(services.credentials, settings)
+    redis_clusters = await may_watch_redis_statefulsets(services.credentials, settings)
     await kopf.operator(
-        registry=build_registry(),
+        registry=build_registry(
+            watch_gpu_nodes=watch_gpu_nodes,
+            gpu_reaction=settings.gpu_reaction != "off",
+            disruption_budgets=disruption_budgets,
+            redis_clusters=redis_clusters,
+        ),
         settings=kopf.OperatorSettings(),
         memo=kopf.Memo({MEMO_KEY: services}),
         standalone=True,

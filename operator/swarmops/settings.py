@@ -20,6 +20,7 @@ ENV_PREFIX = "SWARMOPS_"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["text", "json"]
+GpuReactionMode = Literal["on", "dry-run", "off"]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 # A namespace name (DNS-1123 label), or one of kopf's glob patterns over such names
@@ -46,7 +47,15 @@ class Settings(BaseModel):
     health_port: Port = 8081
     metrics_port: Port = 8080
     resync_interval: float = Field(default=60.0, gt=0, le=24 * 3600)
-    workers: int = Field(default=8, ge=1, le=256)
+    # Reconciles are I/O-bound (a claim's is two API calls): with 8, a loaded apiserver
+    # capped binds at 8 / (call latency); docs/benchmarks.md has the measurements.
+    workers: int = Field(default=32, ge=1, le=256)
+    # The reaction to GPU health reports (docs/gpu.md): taints, evictions, clearing.
+    gpu_reaction: GpuReactionMode = "on"
+    gpu_clean_reports: int = Field(default=3, ge=1, le=1000)
+    gpu_unknown_grace: float = Field(default=120.0, ge=0, le=24 * 3600)
+    gpu_max_quarantined_percent: float = Field(default=50.0, ge=0, le=100)
+    gpu_breaker_window: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -71,6 +80,11 @@ class Settings(BaseModel):
     @field_validator("log_format", mode="before")
     @classmethod
     def _lower_log_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("gpu_reaction", mode="before")
+    @classmethod
+    def _lower_gpu_reaction(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
     @field_validator("bind_address")

@@ -16,10 +16,19 @@ from swarmops.testbed.cluster import TestBed
 from swarmops.testbed.processes import wait_until
 
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
+# The chart's read access to nodes (cluster-scoped), for GPU requests.
+NODE_RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding")
 
 
-def service_account_kubeconfig(testbed: TestBed, watched: str, home: str, path: Path) -> str:
-    """Install the chart's RBAC for one watched namespace; a kubeconfig with its token."""
+def service_account_kubeconfig(
+    testbed: TestBed,
+    watched: str,
+    home: str,
+    path: Path,
+    kinds: tuple[str, ...] = RBAC_KINDS,
+) -> str:
+    """Install the chart's RBAC (of `kinds`) for one watched namespace; a kubeconfig with
+    its token."""
     rendered = testbed.helm(
         "template",
         "swarmops",
@@ -29,8 +38,8 @@ def service_account_kubeconfig(testbed: TestBed, watched: str, home: str, path: 
         "--set",
         f"watchNamespaces={{{watched}}}",
     ).stdout
-    objects = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in RBAC_KINDS]
-    assert {doc["kind"] for doc in objects} == set(RBAC_KINDS)
+    objects = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in kinds]
+    assert {doc["kind"] for doc in objects} == set(kinds)
     testbed.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
     account = next(doc for doc in objects if doc["kind"] == "ServiceAccount")["metadata"]["name"]
     token = testbed.kubectl("create", "token", account, "-n", home).stdout.strip()
@@ -87,5 +96,89 @@ def test_operator_reconciles_with_the_charts_namespaced_role(
         "items"
     ]
     assert any(event["reason"] == "PodsCreated" for event in reasons)  # events: allowed too
-    # Nothing it asked for was refused (kopf's CRD and namespace scans would be).
+    # Nothing it asked for was refused (kopf's CRD and namespace scans would be, and a
+    # watch of nodes: it asked first, and runs without checking GPU requests).
     assert "forbidden" not in operator_log().lower()
+    assert "may not list nodes cluster-wide" in operator_log()
+
+
+@pytest.mark.e2e
+def test_the_charts_node_access_lets_the_operator_judge_gpu_requests(
+    testbed: TestBed,
+    namespace: str,
+    operator_factory: Callable[..., OperatorThread],
+    operator_log: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    home = f"{namespace[:50]}-sys"
+    testbed.namespace_ready(home)
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    kinds = RBAC_KINDS + NODE_RBAC_KINDS
+    user = service_account_kubeconfig(testbed, namespace, home, kubeconfig, kinds)
+    cluster_wide = f"swarmops-{home}-nodes"[:63].rstrip("-")
+    try:
+        testbed.kubectl("get", "clusterrole,clusterrolebinding", cluster_wide)  # the name is right
+        for verb, allowed in (("watch", "yes"), ("patch", "no")):
+            answer = testbed.kubectl("auth", "can-i", verb, "nodes", f"--as={user}", check=False)
+            assert answer.stdout.strip() == allowed, f"{verb} nodes"
+        operator_factory(namespace, kubeconfig=kubeconfig)
+        pool = {
+            "apiVersion": "swarmops.dev/v1alpha1",
+            "kind": "AgentPool",
+            "metadata": {"name": "greedy", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "gpu": {"count": 16},
+                "template": {
+                    "spec": {"containers": [{"name": "agent", "image": "swarmops/agent:rbac"}]}
+                },
+            },
+        }
+        testbed.kubectl("apply", "-f", "-", input=yaml.safe_dump(pool))
+
+        def degraded() -> bool:
+            body = json.loads(
+                testbed.kubectl("get", "agentpool", "greedy", "-n", namespace, "-o", "json").stdout
+            )
+            return any(
+                c["type"] == "Degraded" and c["reason"] == "UnsatisfiableGPURequest"
+                for c in body.get("status", {}).get("conditions", [])
+            )
+
+        wait_until(degraded, timeout=90, what="the GPU request to be judged under the chart's RBAC")
+        assert "forbidden" not in operator_log().lower()
+    finally:
+        testbed.kubectl("delete", "clusterrolebinding,clusterrole", cluster_wide, check=False)
+
+
+@pytest.mark.e2e
+def test_a_redis_cluster_forms_under_the_charts_namespaced_role(
+    testbed: TestBed,
+    namespace: str,
+    operator_factory: Callable[..., OperatorThread],
+    operator_log: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    from swarmops.testbed import redisbed  # noqa: PLC0415 (only this test needs it)
+
+    home = f"{namespace[:50]}-sys"
+    testbed.namespace_ready(home)
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    user = service_account_kubeconfig(testbed, namespace, home, kubeconfig)
+    # The password Secret is read by name, never listed.
+    listing = testbed.kubectl(
+        "auth", "can-i", "list", "secrets", f"--as={user}", "-n", namespace, check=False
+    )
+    assert listing.stdout.strip() == "no"
+    operator_factory(namespace, kubeconfig=kubeconfig)
+    redisbed.apply_cluster(
+        testbed, redisbed.cluster_manifest("cache", namespace, replicasPerShard=0)
+    )
+    body = redisbed.wait_ready(testbed, namespace, "cache", timeout=120)
+    assert body["status"]["slotsOk"] == 16384
+    # The operator's own lines (the test bed's process node logs in this process too, and
+    # may be refused events in an earlier test's terminating namespace).
+    operator_lines = [
+        line for line in operator_log().splitlines() if "swarmops.testbed" not in line
+    ]
+    assert not [line for line in operator_lines if "forbidden" in line.lower()]

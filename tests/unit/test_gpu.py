@@ -18,16 +18,15 @@ from swarmops.core.gpu import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
     GPU_TAINT_KEY,
-    HOSTNAME_LABEL,
     SWARMOPS_GPU_TAINTS,
     GpuRequest,
     gpu_pod_template,
     gpu_toleration,
     required_expressions,
 )
-from swarmops.core.pods import POOL_LABEL
 from swarmops.core.pool import desired_template, plan_pool
 from swarmops.core.revision import template_revision
+from swarmops.core.spread import HOSTNAME_LABEL, with_hostname_spread
 from swarmops.core.testing import T0, make_pool
 
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
@@ -65,13 +64,13 @@ def required_terms(template: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_no_gpu_or_count_zero_leaves_the_template_as_it_was() -> None:
     template = base_template()
-    assert gpu_pod_template(template, None, "p") == template
-    assert gpu_pod_template(template, gpu(count=0), "p") == template
+    assert gpu_pod_template(template, None) == template
+    assert gpu_pod_template(template, gpu(count=0)) == template
 
 
 def test_whole_gpus_with_product_and_memory() -> None:
     result = gpu_pod_template(
-        base_template(), gpu(count=2, products=[H100, A100], minMemoryMiB=40960), "pool"
+        base_template(), gpu(count=2, products=[H100, A100], minMemoryMiB=40960)
     )
     spec = result["spec"]
     assert spec["containers"][0]["resources"] == {
@@ -104,18 +103,12 @@ def test_whole_gpus_with_product_and_memory() -> None:
     assert spec["tolerations"] == [
         {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
     ]
-    assert spec["topologySpreadConstraints"] == [
-        {
-            "maxSkew": 1,
-            "topologyKey": HOSTNAME_LABEL,
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": {POOL_LABEL: "pool"}},
-        }
-    ]
+    # Spreading over nodes is every pool's (core/spread.py), not a GPU matter.
+    assert "topologySpreadConstraints" not in spec
 
 
 def test_a_mig_profile_requests_the_mig_resource_instead() -> None:
-    result = gpu_pod_template(base_template(), gpu(count=3, migProfile="1g.10gb"), "p")
+    result = gpu_pod_template(base_template(), gpu(count=3, migProfile="1g.10gb"))
     resources = result["spec"]["containers"][0]["resources"]
     assert resources == {
         "limits": {"nvidia.com/mig-1g.10gb": "3"},
@@ -149,7 +142,7 @@ def test_the_users_resources_tolerations_and_preferences_are_kept() -> None:
             {"maxSkew": 2, "topologyKey": HOSTNAME_LABEL, "whenUnsatisfiable": "DoNotSchedule"}
         ],
     )
-    result = gpu_pod_template(template, gpu(count=1), "p")
+    result = gpu_pod_template(template, gpu(count=1))
     spec = result["spec"]
     # The container that already names the GPU resource gets the count; spec.gpu wins.
     assert "resources" not in spec["containers"][0]
@@ -160,7 +153,6 @@ def test_the_users_resources_tolerations_and_preferences_are_kept() -> None:
     assert spec["tolerations"] == [user_toleration, gpu_toleration()]
     assert spec["affinity"]["nodeAffinity"][PREFERRED][0] == user_preference
     assert spec["affinity"]["podAntiAffinity"] == {"x": "kept"}
-    # The user spreads over hostnames already: theirs is the one.
     assert spec["topologySpreadConstraints"] == template["spec"]["topologySpreadConstraints"]
 
 
@@ -182,7 +174,7 @@ def test_our_requirements_are_added_to_each_of_the_users_terms() -> None:
     )
     request = gpu(count=1, products=[H100])
     ours = required_expressions(GpuRequest.of(request))  # type: ignore[arg-type]
-    terms = required_terms(gpu_pod_template(template, request, "p"))
+    terms = required_terms(gpu_pod_template(template, request))
     assert terms == [
         {"matchExpressions": [zone_a, *ours]},
         {"matchFields": [by_field], "matchExpressions": ours},
@@ -241,9 +233,9 @@ def test_the_merge_keeps_the_users_template_and_adds_ours(
     template: dict[str, Any], requirements: GpuRequirements
 ) -> None:
     before = copy.deepcopy(template)
-    result = gpu_pod_template(template, requirements, "p")
+    result = gpu_pod_template(template, requirements)
     assert template == before  # the input is not changed
-    assert gpu_pod_template(result, requirements, "p") == result  # idempotent
+    assert gpu_pod_template(result, requirements) == result  # idempotent
     request = GpuRequest.of(requirements)
     assert request is not None
     ours = required_expressions(request)
@@ -288,7 +280,7 @@ def test_the_gpu_request_is_part_of_the_revision() -> None:
     assert len(revisions) == 3
     # No request: the template (and the revision of existing pools) is what it was.
     assert template_revision(desired_template(off)) == template_revision(desired_template(plain))
-    assert desired_template(plain) == plain.spec.template.to_wire()
+    assert desired_template(plain) == with_hostname_spread(plain.spec.template.to_wire(), "agents")
 
 
 def test_created_pods_carry_the_gpu_request() -> None:

@@ -260,9 +260,8 @@ def scheduler_admits(pod_spec: Mapping[str, Any], node: Mapping[str, Any]) -> bo
 def test_the_verdict_agrees_with_the_scheduler_on_the_pods_we_build(
     bodies: list[dict[str, Any]], requirements: GpuRequirements
 ) -> None:
-    spec = gpu_pod_template(
-        {"spec": {"containers": [{"name": "a", "image": "a"}]}}, requirements, "p"
-    )["spec"]
+    template = {"spec": {"containers": [{"name": "a", "image": "a"}]}}
+    spec = gpu_pod_template(template, requirements)["spec"]
     gpu_request = GpuRequest.of(requirements)
     assert gpu_request is not None
     for body in bodies:

@@ -19,13 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarmops.core.expectations import ExpectationsStore, ExpectedPod, PoolExpectations
-from swarmops.core.pods import STATE_LABEL, ObservedPod, PodState
-from swarmops.core.pool import plan_pool
+from swarmops.core.pods import REVISION_LABEL, STATE_LABEL, ObservedPod, PodState
+from swarmops.core.pool import desired_template, plan_pool
+from swarmops.core.revision import template_revision
 from swarmops.core.testing import POOL_UID, T0, make_pool
 
 ACTIVE, WARM, CLAIMED = PodState.ACTIVE, PodState.WARM, PodState.CLAIMED
 NOW = T0 + datetime.timedelta(hours=1)
 KEY = ("team", "agents")
+# The revision of make_pool's template: the pods in this simulation are all current.
+REVISION = template_revision(desired_template(make_pool()))
 
 
 @dataclass
@@ -53,7 +56,7 @@ class Cluster:
 
     # --- what the operator does (the apiserver's answers included) ---
 
-    def create(self, state: PodState, owner: str) -> ObservedPod:
+    def create(self, state: PodState, owner: str, revision: str | None = None) -> ObservedPod:
         number = next(self.serial)
         pod = ObservedPod(
             name=f"agents-{number}",
@@ -62,7 +65,7 @@ class Cluster:
             resource_version=str(next(self.version)),
             pool="agents",
             state=state,
-            revision=None,
+            revision=revision if revision is not None else REVISION,
             controller_uid=owner,
             created=T0 + datetime.timedelta(seconds=number),
             terminating=False,
@@ -152,13 +155,16 @@ class Operator:
         self.expectations.settle(self.view, 0.0)
         plan = plan_pool(pool, self.view, self.expectations.snapshot(), now=NOW)
         for create in plan.creates:
-            state = PodState(create.manifest["metadata"]["labels"][STATE_LABEL])
-            pod = self.cluster.create(state, POOL_UID)
-            self.expectations.expect_created(ExpectedPod(pod.name, pod.uid, state, None), 0.0)
+            labels = create.manifest["metadata"]["labels"]
+            state = PodState(labels[STATE_LABEL])
+            pod = self.cluster.create(state, POOL_UID, labels[REVISION_LABEL])
+            self.expectations.expect_created(
+                ExpectedPod(pod.name, pod.uid, state, pod.revision), 0.0
+            )
         for relabel in plan.relabels:
             if self.cluster.relabel_if_warm(relabel.pod.uid, relabel.state):
                 self.expectations.expect_relabelled(relabel.pod.uid, relabel.state, 0.0)
-        for ref in plan.deletes:
+        for ref in plan.all_deletes:
             if self.cluster.delete(ref.uid, ref.resource_version):
                 self.expectations.expect_deleted(ref.uid, 0.0)
 

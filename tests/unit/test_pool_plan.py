@@ -19,7 +19,9 @@ from swarmops.core.revision import template_revision
 from swarmops.core.testing import POOL_UID, T0, make_pod, make_pool
 
 ACTIVE, WARM, CLAIMED = PodState.ACTIVE, PodState.WARM, PodState.CLAIMED
-NOW = T0 + datetime.timedelta(hours=1)
+# A minute after the pods' creation (make_pod's ages are before T0): a not-Ready pod is
+# still within the default readiness timeout (300 s) unless a test says otherwise.
+NOW = T0 + datetime.timedelta(minutes=1)
 
 
 def states(plan: PoolPlan) -> list[PodState]:
@@ -66,6 +68,15 @@ def test_a_created_pod_is_a_full_manifest_owned_by_the_pool() -> None:
     assert manifest["spec"] == {
         "containers": [{"name": "agent", "image": "agent:1", "args": ["--serve"]}],
         "terminationGracePeriodSeconds": 5,
+        # Every pool spreads its pods over nodes (core/spread.py).
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {POOL_LABEL: "agents"}},
+            }
+        ],
     }
     assert plan.revision == revision
 
@@ -85,7 +96,7 @@ def test_scaling_up_promotes_warm_pods_first_ready_and_oldest_first() -> None:
         make_pod("a1", ACTIVE),
         make_pod("w-young", WARM, age=10),
         make_pod("w-old", WARM, age=100),
-        make_pod("w-starting", WARM, ready=False, age=1000),
+        make_pod("w-starting", WARM, ready=False, age=200),
     ]
     plan = plan_pool(make_pool(replicas=3, warm=3), pods, NONE, now=NOW)
     assert [(r.pod.name, r.state) for r in plan.relabels] == [
@@ -346,7 +357,7 @@ def test_applying_a_plan_to_a_fully_observed_pool_converges_in_one_step(
     ]
     pool = make_pool(replicas=replicas, warm=warm)
     plan = plan_pool(pool, observed, NONE, now=NOW)
-    deleted = {ref.uid for ref in plan.deletes}
+    deleted = {ref.uid for ref in plan.all_deletes}
     relabelled = {r.pod.uid: r.state for r in plan.relabels}
     after = [
         make_pod(p.name, relabelled.get(p.uid, p.state), ready=p.ready, owner=p.controller_uid)

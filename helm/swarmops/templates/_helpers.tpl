@@ -42,6 +42,29 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, patch, delete]
+# One PodDisruptionBudget per AgentPool, owned by the pool: the garbage collector
+# deletes it with the pool, so no delete here. (A RedisCluster shard's budget is owned
+# by the shard's StatefulSet and goes with it the same way.)
+- apiGroups: ["policy"]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch]
+# RedisClusters: a StatefulSet per shard (watched; deleted when a drained shard goes),
+# and Services, a ConfigMap and a NetworkPolicy, all written by server-side apply and
+# removed by the garbage collector with their cluster.
+- apiGroups: ["apps"]
+  resources: [statefulsets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services, configmaps]
+  verbs: [get, create, patch]
+- apiGroups: ["networking.k8s.io"]
+  resources: [networkpolicies]
+  verbs: [get, create, patch]
+# The Redis password: read from the Secret the user names, or created once when the
+# operator generates it. Never listed or watched, never changed.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
 from swarmops.api.agentpool import MAX_CAPABILITIES, Token
 from swarmops.api.common import (
+    MAX_MAP_ENTRIES,
     NAME_MAX_LENGTH,
     ApiModel,
     CustomResource,
@@ -20,6 +21,10 @@ from swarmops.api.common import (
 )
 
 MONTH_SECONDS: Final = 30 * 24 * 3600
+PARAMETER_MAX_LENGTH: Final = 4096
+
+#: A claim parameter's value: bounded, so the immutability rule has a bounded CEL cost.
+ParameterValue = Annotated[str, Field(max_length=PARAMETER_MAX_LENGTH)]
 
 
 class AgentClaimConditionType(StrEnum):
@@ -77,6 +82,16 @@ class AgentClaimSpec(ApiModel):
             "x-kubernetes-list-type": "set",
             **cel_rules(immutable("capabilities")),
         },
+    )
+    parameters: dict[str, ParameterValue] = Field(
+        default_factory=dict,
+        max_length=MAX_MAP_ENTRIES,
+        description="Free-form parameters for the agent (a session id, a repository, a task "
+        "description): handed to the agent with the claim when it is bound "
+        "(docs/agent-runtime.md). Immutable.",
+        json_schema_extra=cel_rules(
+            immutable("parameters", "they are handed to the agent once, when it is bound")
+        ),
     )
     when_no_warm_pod: WhenNoWarmPod = Field(
         WhenNoWarmPod.COLD_START,

@@ -223,14 +223,14 @@ class GpuRequirements(ApiModel):
         ge=1,
         le=10_000_000,
         description="Least GPU memory per GPU in MiB, matched against the nvidia.com/gpu.memory "
-        "node label.",
+        "node label (with migProfile: the whole GPU's memory, not the slice's).",
     )
     mig_profile: str | None = Field(
         None,
         pattern=MIG_PROFILE_PATTERN,
         max_length=16,
         description="MIG profile to request instead of whole GPUs, e.g. 1g.10gb "
-        "(resource nvidia.com/mig-1g.10gb).",
+        "(resource nvidia.com/mig-1g.10gb, as the device plugin's mixed MIG strategy names it).",
     )
 
     @model_validator(mode="after")
@@ -565,7 +565,13 @@ class AgentPoolSpec(ApiModel):
         "routing match on these.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    gpu: GpuRequirements | None = Field(None, description="GPUs each agent pod needs.")
+    gpu: GpuRequirements | None = Field(
+        None,
+        description="GPUs each agent pod needs: the operator adds the resource request, node "
+        "affinity on GPU Feature Discovery labels and a toleration of the nvidia.com/gpu taint "
+        "to the pods. A request no GPU node can satisfy sets Degraded "
+        "(UnsatisfiableGPURequest); the pods are still created.",
+    )
     rollout: Rollout = Field(
         default_factory=Rollout, description="How a template change reaches the active pods."
     )

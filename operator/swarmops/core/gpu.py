@@ -20,8 +20,8 @@ feasibility check (`core/gpu_fit.py`) and the future GPU node agent all use them
   SwarmOps-owned taints are never tolerated, and the health label is also required
   to be healthy (NotIn), so even a user's blanket `operator: Exists` toleration does
   not put agents on a node SwarmOps has excluded;
-* a topology spread over `kubernetes.io/hostname` (maxSkew 1, ScheduleAnyway) of the
-  pool's pods, unless the user spreads over hostnames already.
+The spread of the pool's pods over nodes is not GPU-specific: every pool's pods get it
+(`core/spread.py`), merged after this in `core/pool.desired_template`.
 
 All of it lands in the template before it is hashed, so a change of `spec.gpu` is a
 new revision like any other template change.
@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from swarmops.api.agentpool import GpuRequirements
-from swarmops.core.pods import POOL_LABEL
 
 # --- Keys owned by NVIDIA's components and Kubernetes ---------------------------------------
 
@@ -52,7 +51,6 @@ GPU_MEMORY_LABEL: Final = "nvidia.com/gpu.memory"  # MiB per GPU
 GPU_NODE_SELECTOR: Final = f"{GPU_PRESENT_LABEL}=true"
 #: The taint GPU node pools carry so that only pods asking for GPUs land there.
 GPU_TAINT_KEY: Final = "nvidia.com/gpu"
-HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 
 # --- Keys owned by SwarmOps on nodes (set by the operator) ------------------------------------
 
@@ -163,21 +161,10 @@ def gpu_toleration() -> dict[str, Any]:
     return {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 
 
-def spread_constraint(pool_name: str) -> dict[str, Any]:
-    return {
-        "maxSkew": 1,
-        "topologyKey": HOSTNAME_LABEL,
-        "whenUnsatisfiable": "ScheduleAnyway",
-        "labelSelector": {"matchLabels": {POOL_LABEL: pool_name}},
-    }
-
-
 # --- Merging into the user's template ---------------------------------------------------------
 
 
-def gpu_pod_template(
-    template: Mapping[str, Any], gpu: GpuRequirements | None, pool_name: str
-) -> dict[str, Any]:
+def gpu_pod_template(template: Mapping[str, Any], gpu: GpuRequirements | None) -> dict[str, Any]:
     """`template` with the GPU needs of `gpu` merged in; the input is not changed.
 
     Without a GPU request (no `gpu`, or count 0) the template comes back as it was, so
@@ -191,10 +178,6 @@ def gpu_pod_template(
     spec["containers"] = _with_gpu_resources(spec.get("containers") or [], request)
     spec["affinity"] = _with_affinity(spec.get("affinity") or {}, request)
     spec["tolerations"] = _appended(spec.get("tolerations") or [], [gpu_toleration()])
-    constraints: list[dict[str, Any]] = list(spec.get("topologySpreadConstraints") or [])
-    if not any(c.get("topologyKey") == HOSTNAME_LABEL for c in constraints):
-        constraints.append(spread_constraint(pool_name))
-    spec["topologySpreadConstraints"] = constraints
     return result
 
 

@@ -11,6 +11,9 @@ from typing import Any
 POOL_LABEL = "swarmops.dev/pool"
 REVISION_LABEL = "swarmops.dev/revision"
 STATE_LABEL = "swarmops.dev/state"
+# The AgentClaim a claimed pod is bound to (its name; the claim's uid is in the pod's
+# controller ownerReference).
+CLAIM_LABEL = "swarmops.dev/claim"
 
 
 class PodState(enum.StrEnum):
@@ -49,11 +52,35 @@ class ObservedPod:
     ready: bool
     node_name: str | None
     unschedulable: str | None  # the scheduler's message while the pod cannot be placed
+    # Whether metadata.annotations exists: a JSON patch must add the map before a key in it.
+    has_annotations: bool = False
+    # When the scheduler placed the pod (PodScheduled=True), and when its Ready condition
+    # last changed: the readiness timeout of warm pods counts from the later of the two.
+    scheduled_at: datetime.datetime | None = None
+    ready_changed_at: datetime.datetime | None = None
 
     @property
     def alive(self) -> bool:
         """Counts toward the pool: neither on its way out nor finished."""
         return not self.terminating and self.phase not in ("Succeeded", "Failed")
+
+    @property
+    def not_ready_since(self) -> datetime.datetime | None:
+        """Since when a placed pod has been waiting to be Ready; None: Ready, or not placed.
+
+        Counted from its scheduling, or from when it last lost readiness if that came
+        later. An unscheduled pod has no clock: it is waiting for room, not failing to
+        start, and replacing it would only churn.
+        """
+        if self.ready or self.node_name is None:
+            return None
+        # A pod bound without the scheduler (spec.nodeName set) has no PodScheduled.
+        start = self.scheduled_at or self.created
+        if start is None:
+            return None
+        if self.ready_changed_at is not None and self.ready_changed_at > start:
+            return self.ready_changed_at
+        return start
 
 
 def _condition(conditions: Any, kind: str) -> Mapping[str, Any] | None:
@@ -111,4 +138,15 @@ def observe_pod(body: Mapping[str, Any]) -> ObservedPod:
         and ready_condition.get("status") == "True",
         node_name=spec.get("nodeName") or None,
         unschedulable=unschedulable,
+        has_annotations=bool(metadata.get("annotations")),
+        scheduled_at=(
+            parse_time(scheduled.get("lastTransitionTime"))
+            if scheduled is not None and scheduled.get("status") == "True"
+            else None
+        ),
+        ready_changed_at=(
+            parse_time(ready_condition.get("lastTransitionTime"))
+            if ready_condition is not None
+            else None
+        ),
     )

@@ -14,6 +14,15 @@ Rules:
 * Claimed pods are counted, never touched.
 * What the operator wrote but has not seen yet (`Expectations`) counts as done, so
   a burst of watch events never makes it write twice.
+* Warm pods are refilled at most `warmPool.refillRate` a second: the caller passes the
+  pods its rate limiter allows now (`create_budget`), the plan says how many it held
+  back (`deferred`).
+* A warm pod placed on a node but not Ready within `warmPool.readinessTimeoutSeconds`
+  is replaced; a pod the scheduler cannot place is left alone (replacing it would
+  only churn) and counted in `status.unschedulable`, with the scheduler's message.
+* On a template change, `updatePolicy: OnReplenish` keeps the old warm pods until they
+  are claimed or promoted; `Recreate` deletes them at once and refills from the new
+  template. Active pods are the rollout's business; claimed pods are nobody's.
 """
 
 from __future__ import annotations
@@ -26,14 +35,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarmops.api import AgentPool, AgentPoolConditionType, AgentPoolStatus
-from swarmops.api.agentpool import RevisionStatus
-from swarmops.api.common import API_VERSION, DNS_LABEL_PATTERN, ConditionStatus, ConditionType
+from swarmops.api.agentpool import RevisionStatus, WarmPoolUpdatePolicy
+from swarmops.api.common import (
+    API_VERSION,
+    DNS_LABEL_PATTERN,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+)
 from swarmops.core.conditions import find_condition, set_condition
 from swarmops.core.expectations import Expectations
+from swarmops.core.gpu import GpuRequest, gpu_pod_template
+from swarmops.core.gpu_fit import UNSATISFIABLE_GPU_REQUEST, GpuNode, unsatisfiable
 from swarmops.core.pods import POOL_LABEL, REVISION_LABEL, STATE_LABEL, ObservedPod, PodState
 from swarmops.core.revision import template_revision
+from swarmops.core.spread import with_hostname_spread
 
 _REVISION_RE = re.compile(DNS_LABEL_PATTERN)
+#: Reason of Degraded (and WarmPoolReady) while the scheduler cannot place some pods.
+UNSCHEDULABLE = "Unschedulable"
 MAX_REVISIONS_IN_STATUS = 16
 _EPOCH = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
@@ -70,12 +90,24 @@ class PoolPlan:
     revision: str
     creates: tuple[PodCreate, ...]
     relabels: tuple[PodRelabel, ...]
-    deletes: tuple[PodRef, ...]
+    deletes: tuple[PodRef, ...]  # surplus pods (the pool shrank)
     status: AgentPoolStatus
+    # Warm pods placed but not Ready within the readiness timeout: deleted and replaced.
+    unready: tuple[PodRef, ...] = ()
+    # Warm pods of an old template under updatePolicy Recreate: deleted and replaced.
+    stale: tuple[PodRef, ...] = ()
+    # Warm pods still to create that the refill rate limit held back this time.
+    deferred: int = 0
+    # When a not-Ready warm pod reaches its readiness timeout: look again then.
+    recheck_at: datetime.datetime | None = None
 
     @property
     def idle(self) -> bool:
-        return not (self.creates or self.relabels or self.deletes)
+        return not (self.creates or self.relabels or self.all_deletes)
+
+    @property
+    def all_deletes(self) -> tuple[PodRef, ...]:
+        return self.deletes + self.unready + self.stale
 
 
 def pool_selector(pool_name: str, state: PodState | None = None) -> str:
@@ -87,10 +119,13 @@ def pool_selector(pool_name: str, state: PodState | None = None) -> str:
 def desired_template(pool: AgentPool) -> dict[str, Any]:
     """The pod template as the pool's pods get it; its hash is the revision.
 
-    GPU requests and node affinity (issue 6) belong here, so that they count in the
-    revision like any other template change.
+    GPU requests, node affinity and tolerations (core/gpu.py), and the spread over
+    nodes (core/spread.py) are merged in here, so that they count in the revision like
+    any other template change.
     """
-    return pool.spec.template.to_wire()
+    return with_hostname_spread(
+        gpu_pod_template(pool.spec.template.to_wire(), pool.spec.gpu), pool.metadata.name
+    )
 
 
 def owner_reference(pool: AgentPool) -> dict[str, Any]:
@@ -190,22 +225,89 @@ def _promotion_order(pod: ObservedPod, revision: str) -> tuple[Any, ...]:
     return (pod.revision != revision, not pod.ready, _created(pod), pod.name)
 
 
+def _split_stale(
+    warm: Sequence[_Member], revision: str, policy: WarmPoolUpdatePolicy
+) -> tuple[list[_Member], list[PodRef]]:
+    """Warm pods of an old revision that leave the count and are deleted.
+
+    Under Recreate, all of them. Under OnReplenish, only those not placed on a node:
+    keeping stale pods is about not throwing away their warm-up, and an unplaced pod
+    has none; its old template (a nodeSelector no node has, say) may be the very
+    reason it cannot be placed, and a pod's placement fields cannot be changed.
+
+    One created but not yet seen cannot be deleted (no uid to pin); under Recreate it
+    is only left out of the count, and deleted once the cache shows it.
+    """
+    recreate = policy is WarmPoolUpdatePolicy.RECREATE
+    kept: list[_Member] = []
+    stale: list[PodRef] = []
+    for member in warm:
+        unplaced = member.pod is not None and member.pod.node_name is None
+        if member.revision == revision or not (recreate or unplaced):
+            kept.append(member)
+        elif member.pod is not None:
+            stale.append(PodRef.of(member.pod))
+    return kept, stale
+
+
+def _split_unready(
+    warm: Sequence[_Member], timeout: datetime.timedelta, now: datetime.datetime
+) -> tuple[list[_Member], list[PodRef], datetime.datetime | None]:
+    """Warm pods placed but not Ready for `timeout` leave the count and are deleted.
+
+    Returns the pods kept, those to replace, and the earliest moment one of the kept
+    pods times out (to look again then without waiting for an event).
+    """
+    kept: list[_Member] = []
+    unready: list[PodRef] = []
+    recheck_at: datetime.datetime | None = None
+    for member in warm:
+        since = member.pod.not_ready_since if member.pod is not None else None
+        if member.pod is None or since is None:
+            kept.append(member)
+            continue
+        deadline = since + timeout
+        if deadline <= now:
+            unready.append(PodRef.of(member.pod))
+        else:
+            kept.append(member)
+            recheck_at = deadline if recheck_at is None else min(recheck_at, deadline)
+    return kept, unready, recheck_at
+
+
 def plan_pool(
     pool: AgentPool,
     observed_pods: Iterable[ObservedPod],
     expectations: Expectations,
     *,
     now: datetime.datetime,
+    gpu_nodes: Sequence[GpuNode] | None = None,
+    create_budget: int | None = None,
 ) -> PoolPlan:
-    """Decide the writes that move the pool toward its spec, and the status to report."""
+    """Decide the writes that move the pool toward its spec, and the status to report.
+
+    `gpu_nodes` are the GPU nodes the operator sees; None when it cannot see nodes (no
+    RBAC), and then whether a GPU request fits any node is not judged. An unsatisfiable
+    request still gets its pods: Pending pods are what a cluster autoscaler acts on.
+
+    `create_budget` is how many warm pods the refill rate limit allows now (None: no
+    limit). Active pods are not limited: a scale-up is a person's or an autoscaler's
+    explicit request, and promotion already serves it from the warm pool first.
+    """
     template = desired_template(pool)
     revision = template_revision(template)
     members, claimed = _members(pool, observed_pods, expectations)
     want_active = pool.spec.replicas
     want_warm = pool.spec.warm_pool.size
+    warm_pool = pool.spec.warm_pool
 
     active = [m for m in members if m.state is PodState.ACTIVE]
-    warm = [m for m in members if m.state is PodState.WARM]
+    warm, stale = _split_stale(
+        [m for m in members if m.state is PodState.WARM], revision, warm_pool.update_policy
+    )
+    warm, unready, recheck_at = _split_unready(
+        warm, datetime.timedelta(seconds=warm_pool.readiness_timeout_seconds), now
+    )
     observed_warm = sorted(
         (m.pod for m in warm if m.pod is not None), key=lambda p: _promotion_order(p, revision)
     )
@@ -224,8 +326,13 @@ def plan_pool(
         deletes += _surplus(active, -active_missing, revision)
 
     warm_missing = want_warm - len(warm)
+    deferred = 0
     if warm_missing > 0:
-        creates += [PodState.WARM] * warm_missing
+        allowed = (
+            warm_missing if create_budget is None else max(0, min(warm_missing, create_budget))
+        )
+        creates += [PodState.WARM] * allowed
+        deferred = warm_missing - allowed
     elif warm_missing < 0:
         deletes += _surplus(warm, -warm_missing, revision)
 
@@ -241,8 +348,23 @@ def plan_pool(
         scaling_up=bool(creates or relabels),
         scaling_down=bool(deletes),
         now=now,
+        gpu_problem=(
+            None if gpu_nodes is None else unsatisfiable(GpuRequest.of(pool.spec.gpu), gpu_nodes)
+        ),
+        replacing=len(unready) + len(stale),
+        deferred=deferred,
     )
-    return PoolPlan(revision, plan_creates, tuple(relabels), tuple(deletes), status)
+    return PoolPlan(
+        revision,
+        plan_creates,
+        tuple(relabels),
+        tuple(deletes),
+        status,
+        unready=tuple(unready),
+        stale=tuple(stale),
+        deferred=deferred,
+        recheck_at=recheck_at,
+    )
 
 
 def _surplus(members: Sequence[_Member], count: int, revision: str) -> list[PodRef]:
@@ -284,14 +406,23 @@ def pool_status(
     scaling_up: bool,
     scaling_down: bool,
     now: datetime.datetime,
+    gpu_problem: str | None = None,
+    replacing: int = 0,
+    deferred: int = 0,
 ) -> AgentPoolStatus:
-    """Counts of what exists (not of what is merely planned), plus the conditions."""
+    """Counts of what exists (not of what is merely planned), plus the conditions.
+
+    `gpu_problem` says why no node can ever host a pod of the pool (see core/gpu_fit.py).
+    `replacing`: warm pods being replaced (not Ready in time, or stale under Recreate);
+    `deferred`: warm pods the refill rate limit holds back for now.
+    """
     seen = [m for m in members if m.pod is not None]
     active = [m for m in seen if m.state is PodState.ACTIVE]
     warm = [m for m in seen if m.state is PodState.WARM]
     ready_active = sum(m.ready for m in active)
     ready_warm = sum(m.ready for m in warm)
     unschedulable = [m.pod.unschedulable for m in seen if m.pod and m.pod.unschedulable]
+    warm_unschedulable = [m.pod.unschedulable for m in warm if m.pod and m.pod.unschedulable]
     want_active, want_warm = pool.spec.replicas, pool.spec.warm_pool.size
     generation = pool.metadata.generation or 0
 
@@ -311,32 +442,54 @@ def pool_status(
 
     replicas_ready = ready_active >= want_active
     warm_ready = ready_warm >= want_warm
-    put(
-        ConditionType.READY,
-        replicas_ready,
-        "ReplicasReady" if replicas_ready else "ReplicasNotReady",
-        f"{ready_active}/{want_active} active pods are Ready",
-    )
-    put(
-        AgentPoolConditionType.WARM_POOL_READY,
-        warm_ready,
-        "WarmPoolFull" if warm_ready else "WarmPoolFilling",
-        f"{ready_warm}/{want_warm} warm pods are Ready",
-    )
+    ready_message = f"{ready_active}/{want_active} active pods are Ready"
+    if replicas_ready:
+        put(ConditionType.READY, True, "ReplicasReady", ready_message)
+    elif gpu_problem:
+        message = f"{ready_message}; {gpu_problem}"
+        put(ConditionType.READY, False, UNSATISFIABLE_GPU_REQUEST, message)
+    else:
+        put(ConditionType.READY, False, "ReplicasNotReady", ready_message)
+    warm_message = f"{ready_warm}/{want_warm} warm pods are Ready"
+    if warm_ready:
+        put(AgentPoolConditionType.WARM_POOL_READY, True, "WarmPoolFull", warm_message)
+    elif warm_unschedulable:
+        message = (
+            f"{warm_message}; {len(warm_unschedulable)} cannot be scheduled: "
+            f"{warm_unschedulable[0]}"
+        )
+        put(AgentPoolConditionType.WARM_POOL_READY, False, UNSCHEDULABLE, message)
+    else:
+        put(AgentPoolConditionType.WARM_POOL_READY, False, "WarmPoolFilling", warm_message)
     if scaling_up:
         progressing = (True, "ScalingUp", "creating or promoting pods")
     elif scaling_down:
         progressing = (True, "ScalingDown", "deleting surplus pods")
+    elif replacing:
+        progressing = (
+            True,
+            "ReplacingWarmPods",
+            f"replacing {replacing} warm pods (not Ready in time, or of an old template)",
+        )
+    elif deferred:
+        rate = pool.spec.warm_pool.refill_rate
+        progressing = (
+            True,
+            "RefillRateLimited",
+            f"{deferred} warm pods wait for the refill rate limit ({rate}/s)",
+        )
     elif busy or not (replicas_ready and warm_ready):
         progressing = (True, "PodsStarting", "waiting for pods to be created and become Ready")
     else:
         progressing = (False, "Stable", "all pods exist and are Ready")
     put(ConditionType.PROGRESSING, *progressing)
-    if unschedulable:
+    if gpu_problem:
+        put(ConditionType.DEGRADED, True, UNSATISFIABLE_GPU_REQUEST, gpu_problem)
+    elif unschedulable:
         put(
             ConditionType.DEGRADED,
             True,
-            "Unschedulable",
+            UNSCHEDULABLE,
             f"{len(unschedulable)} pods cannot be scheduled: {unschedulable[0]}",
         )
     else:
@@ -358,6 +511,20 @@ def pool_status(
             "conditions": conditions,
         }
     )
+
+
+def unschedulable_event(conditions: Sequence[Condition]) -> str | None:
+    """The Warning Event's message while the pool is Degraded by pods it cannot place.
+
+    Posted once when the pool enters that state (the handler remembers it), so a person
+    reading `kubectl describe` sees the scheduler's reason without digging in the pods.
+    """
+    degraded = find_condition(conditions, ConditionType.DEGRADED)
+    if degraded is None or degraded.status != ConditionStatus.TRUE:
+        return None
+    if degraded.reason != UNSCHEDULABLE:
+        return None
+    return degraded.message
 
 
 def with_write_failure(

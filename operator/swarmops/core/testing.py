@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from swarmops.api import AgentPool
+from swarmops.api import AgentClaim, AgentPool
 from swarmops.core.pods import ObservedPod, PodState
 
 POOL_UID = "uid-pool"
@@ -75,3 +75,52 @@ def make_pod(
         node_name=node,
         unschedulable=unschedulable,
     )
+
+
+CLAIM_UID = "uid-claim"
+
+
+def make_claim(
+    name: str = "session",
+    *,
+    uid: str = CLAIM_UID,
+    pool: str = "agents",
+    namespace: str = "team",
+    capabilities: tuple[str, ...] = (),
+    when_no_warm_pod: str = "ColdStart",
+    bind_timeout: int = 300,
+    ttl: int | None = None,
+    shutdown_policy: str = "Delete",
+    created: datetime.datetime = T0,
+    finalizers: tuple[str, ...] = (),
+    deleting: bool = False,
+    status: dict[str, Any] | None = None,
+) -> AgentClaim:
+    lifetime: dict[str, Any] = {"shutdownPolicy": shutdown_policy}
+    if ttl is not None:
+        lifetime["ttlSecondsAfterBound"] = ttl
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": uid,
+        "generation": 1,
+        "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finalizers": list(finalizers),
+    }
+    if deleting:
+        metadata["deletionTimestamp"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    body: dict[str, Any] = {
+        "apiVersion": "swarmops.dev/v1alpha1",
+        "kind": "AgentClaim",
+        "metadata": metadata,
+        "spec": {
+            "poolRef": {"name": pool},
+            "capabilities": list(capabilities),
+            "whenNoWarmPod": when_no_warm_pod,
+            "bindTimeoutSeconds": bind_timeout,
+            "lifetime": lifetime,
+        },
+    }
+    if status is not None:
+        body["status"] = status
+    return AgentClaim.from_body(body)

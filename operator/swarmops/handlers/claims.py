@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import kopf
 from pydantic import ValidationError
 
+from swarmops.agent.contract import AgentEndpoint, Assignment, PodRole, agent_endpoint
 from swarmops.api import AgentClaim, AgentClaimStatus, AgentPool
 from swarmops.api.agentclaim import ClaimPhase
 from swarmops.api.common import API_VERSION
@@ -65,6 +66,8 @@ from swarmops.core.claims import (
     required_revision,
 )
 from swarmops.core.pods import CLAIM_LABEL, POOL_LABEL, STATE_LABEL, ObservedPod, PodState
+from swarmops.core.ratelimit import TokenBucket
+from swarmops.handlers.agentnotify import AgentNotifier, assignment_for_pod, claim_info
 from swarmops.handlers.context import Services, services_of
 from swarmops.handlers.pools import POOL_PODS_INDEX, POOLS_INDEX, InvalidPool, PoolEntry
 from swarmops.handlers.queue import WorkQueue
@@ -93,6 +96,12 @@ WRITTEN_STATUS_TTL_SECONDS = 30.0
 # A deadline timer fires a little late rather than a little early.
 DEADLINE_SLACK_SECONDS = 0.05
 RETRY_AFTER_FAILURE_SECONDS = 2.0
+# Normal Events about claims (Bound, Released) are budgeted operator-wide: at a hundred
+# claims a second they would be two hundred Event writes a second, a fifth of the
+# apiserver's writes on the claim path, that nobody reads (the claim's status says it
+# all). Warnings are never held back. A burst of 50 keeps every Event of a quiet day.
+NORMAL_EVENTS_PER_SECOND = 5.0
+NORMAL_EVENTS_BURST = 50.0
 
 T = TypeVar("T")
 
@@ -145,6 +154,7 @@ class _Bind:
     pod: ClaimedPod | None = None
     contended: bool = False  # every candidate tried was lost to a race
     failure: ApiError | None = None  # the apiserver refused a pod write
+    agent: AgentEndpoint | None = None  # where the bound pod's agent listens, if it has one
 
 
 class ClaimController:
@@ -181,6 +191,11 @@ class ClaimController:
         self._revisions: dict[tuple[str, int], str] = {}  # (pool uid, generation) -> revision
         self._reported_invalid: dict[ClaimKey, tuple[str, int]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Tells agents their claim (and role) over HTTP, in the background.
+        self._notifier = AgentNotifier(metrics)
+        self._event_budget = TokenBucket.full(
+            NORMAL_EVENTS_PER_SECOND, _monotonic(), burst=NORMAL_EVENTS_BURST
+        )
         self.queue: WorkQueue[ClaimKey] = WorkQueue(
             self.reconcile,
             workers=services.settings.workers,
@@ -189,6 +204,7 @@ class ClaimController:
 
     async def stop(self) -> None:
         await self.queue.stop()
+        await self._notifier.close()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -214,6 +230,31 @@ class ClaimController:
             self._reserved.pop(uid, None)
         elif _is_ready(body) and not (body.get("metadata") or {}).get("deletionTimestamp"):
             self._wake_waiting((namespace, labels.get(POOL_LABEL, "")))
+        if deleted:
+            self._notifier.forget(uid)
+        elif _is_ready(body) and not (body.get("metadata") or {}).get("deletionTimestamp"):
+            self._tell_agent(namespace, claim, body)
+
+    # --- the agents' hand-off (handlers/agentnotify.py) ---------------------------------------
+
+    def _hand_off(self, claim: AgentClaim, bound: _Bind, status: AgentClaimStatus) -> None:
+        """Tell the bound pod's agent its claim right away, in the background."""
+        if bound.agent is None or bound.pod is None:
+            return  # no agent port, or no IP yet (a cold start: told once Ready)
+        info = claim_info(claim, bound.pod, expires_at=status.expires_at)
+        assignment = Assignment(bound.agent.pod, bound.agent.pod_uid, PodRole.CLAIMED, info)
+        self._notifier.notify(bound.agent, assignment)
+
+    def _tell_agent(self, namespace: str, claim_name: str | None, body: Any) -> None:
+        """Level-triggered hand-off: a Ready pool pod's agent is told what it is for,
+        unless this process told it that already."""
+        claim = None
+        if claim_name:
+            entry = _single(self._claims.get((namespace, claim_name), ()))
+            claim = entry if isinstance(entry, AgentClaim) else None
+        told = assignment_for_pod(body, claim)
+        if told is not None:
+            self._notifier.notify(*told)
 
     def pool_changed(self, key: PoolKey, deleted: bool) -> None:
         for claim in self._blocked.get(key, ()):
@@ -303,6 +344,7 @@ class ClaimController:
             if bound.pod is not None:
                 self._just_bound[uid] = (bound.pod, _monotonic() + MEMORY_TTL_SECONDS)
                 status = bound_status(claim, before, bound.pod, now=_utcnow())
+                self._hand_off(claim, bound, status)
             elif bound.failure is not None:
                 status = bind_failed_status(claim, before, bound.failure.message, now=_utcnow())
 
@@ -448,6 +490,7 @@ class ClaimController:
                 raise
             self._metrics.pod_operations.labels("claim", "ok").inc()
             outcome.pod = observe_claimed_pod(body)
+            outcome.agent = agent_endpoint(body)
             outcome.contended = False
             return outcome
         if outcome.contended or mode is not BindMode.WARM_OR_COLD:
@@ -624,6 +667,12 @@ class ClaimController:
             claim.metadata.uid or "",
         )
         for event in events:
+            if not event.warning:
+                now = _monotonic()
+                if self._event_budget.available(now) < 1:
+                    self._metrics.events_suppressed.labels(event.reason).inc()
+                    continue
+                self._event_budget = self._event_budget.take(1, now)
             kind = EventType.WARNING if event.warning else EventType.NORMAL
             self._spawn(self._events.record(about, event.reason, event.message, kind))
 

@@ -18,7 +18,10 @@ from swarmops.metrics import HttpEndpoint, Metrics
 from swarmops.settings import Settings
 
 if TYPE_CHECKING:
+    from swarmops.handlers.claims import ClaimController
+    from swarmops.handlers.gpu_health import GpuHealthReactor
     from swarmops.handlers.pools import PoolController
+    from swarmops.handlers.redisclusters import RedisController
 
 MEMO_KEY = "swarmops"
 
@@ -36,6 +39,9 @@ class Services:
     client: KubeClient | None = None
     events: EventRecorder | None = None
     pools: PoolController | None = None
+    claims: ClaimController | None = None
+    gpu_reactor: GpuHealthReactor | None = None  # None: no GPU health reaction
+    redis: RedisController | None = None  # None: RedisClusters not served (no access)
     metrics_endpoint: HttpEndpoint | None = None
     ready: bool = False
 
@@ -43,6 +49,16 @@ class Services:
         if self.pools is None:
             raise NotStartedError("the pool controller is not started")
         return self.pools
+
+    def claim_controller(self) -> ClaimController:
+        if self.claims is None:
+            raise NotStartedError("the claim controller is not started")
+        return self.claims
+
+    def redis_controller(self) -> RedisController:
+        if self.redis is None:
+            raise NotStartedError("the RedisCluster controller is not started")
+        return self.redis
 
 
 def services_of(memo: Any) -> Services:

@@ -1,10 +1,15 @@
 """AgentPool handlers: thin, level-triggered, idempotent.
 
-kopf keeps two indices, filled from its watches before any other handler runs: the
-AgentPools, and the pods that carry a `swarmops.dev/pool` label (watched with that
-label selector server-side). Watch events of either kind only put the pool's key on
-a work queue; the reconcile reads the pool and its pods from the indices, asks
-`plan_pool` what to do, performs the writes, and patches the status.
+kopf keeps three indices, filled from its watches before any other handler runs: the
+AgentPools, the pods that carry a `swarmops.dev/pool` label, and the
+PodDisruptionBudgets that carry it (both watched with that label selector
+server-side). Watch events of any of them only put the pool's key on a work queue;
+the reconcile reads the pool, its pods and its budget from the indices, asks
+`plan_pool` and `plan_budget` what to do, performs the writes, and patches the status.
+
+The warm refill is rate-limited per pool by a token bucket in memory
+(`warmPool.refillRate` a second, a second's worth of burst); a restart starts with a
+full bucket, which is at most one second's worth of extra creates.
 
 No kopf resource handler with state is used (no on.create/update/resume), so kopf
 writes nothing onto the pools: no progress annotations, no finalizer. Deleting a
@@ -27,17 +32,30 @@ import kopf
 from pydantic import ValidationError
 
 from swarmops.api import AgentPool, AgentPoolStatus
+from swarmops.api.agentpool import WarmPoolUpdatePolicy
 from swarmops.api.common import API_VERSION
+from swarmops.core.disruption import BudgetWrite, ObservedBudget, observe_budget, plan_budget
 from swarmops.core.expectations import ExpectedPod, PoolExpectations
+from swarmops.core.gpu import GpuRequest
+from swarmops.core.gpu_fit import GpuNode, fit_event
 from swarmops.core.pods import POOL_LABEL, STATE_LABEL, ObservedPod, PodState, observe_pod
-from swarmops.core.pool import PodCreate, PodRef, PodRelabel, PoolPlan, plan_pool
+from swarmops.core.pool import (
+    PodCreate,
+    PodRef,
+    PodRelabel,
+    PoolPlan,
+    plan_pool,
+    unschedulable_event,
+)
 from swarmops.core.pool import with_write_failure as degraded
+from swarmops.core.ratelimit import TokenBucket, refill_wait
 from swarmops.handlers.context import Services, services_of
+from swarmops.handlers.gpu_nodes import ALL_GPU_NODES
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.client import KubeClient, PatchType
 from swarmops.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
 from swarmops.kube.events import EventRecorder, EventType, ObjectRef
-from swarmops.kube.resources import AGENTPOOLS, PODS
+from swarmops.kube.resources import AGENTPOOLS, PODDISRUPTIONBUDGETS, PODS
 from swarmops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -46,10 +64,13 @@ PoolKey = tuple[str, str]  # (namespace, name)
 
 POOLS_INDEX = "swarmops_pools"
 POOL_PODS_INDEX = "swarmops_pool_pods"
+BUDGETS_INDEX = "swarmops_pool_budgets"
 
 # Creates go out in batches that double while they succeed (as the ReplicaSet
 # controller does), so a template the apiserver rejects costs one call, not hundreds.
 INITIAL_CREATE_BATCH = 1
+# How long a budget this process created is trusted to show up in the watch.
+BUDGET_EXPECTATION_SECONDS = 30.0
 # After a failed or contended write, look again soon, then less and less often.
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -97,7 +118,9 @@ class WriteOutcome:
 
     created: dict[PodState, int] = field(default_factory=dict)
     promoted: int = 0
-    deleted: int = 0
+    deleted: int = 0  # surplus
+    replaced_unready: int = 0  # warm pods not Ready within the readiness timeout
+    replaced_stale: int = 0  # warm pods of an old template (updatePolicy Recreate)
     contended: int = 0  # writes refused because the pod changed under us
     failure: ApiError | None = None
 
@@ -118,6 +141,8 @@ class PoolController:
         services: Services,
         pools: kopf.Index[PoolKey, PoolEntry],
         pods: kopf.Index[PoolKey, ObservedPod],
+        gpu_nodes: kopf.Index[str, GpuNode] | None = None,
+        budgets: kopf.Index[PoolKey, ObservedBudget] | None = None,
     ) -> None:
         self._client = client
         self._events = events
@@ -126,6 +151,21 @@ class PoolController:
         self._resync = services.settings.resync_interval
         self._pools = pools
         self._pods = pods
+        # None: no PodDisruptionBudgets (an embedding that does not index them).
+        self._budgets = budgets
+        self._refill: dict[PoolKey, TokenBucket] = {}
+        # Budgets this process created that the cache does not show yet: (pool uid,
+        # deadline), so a lagging watch does not make it create them again.
+        self._budgets_created: dict[PoolKey, tuple[str, float]] = {}
+        # Pools whose Unschedulable Event is posted, until their pods can be placed again
+        # (the cache may lag behind our own status write: never post it twice).
+        self._unschedulable_posted: dict[PoolKey, str] = {}
+        # None: the operator may not watch nodes, so GPU requests are not checked.
+        self._gpu_nodes = gpu_nodes
+        self._gpu_node_facts: dict[str, GpuNode] = {}
+        # The last GPU verdict Event posted per pool (uid, reason, message): the pool in
+        # the cache may not show our last status write yet, and must not post it twice.
+        self._gpu_events: dict[PoolKey, tuple[str, str, str]] = {}
         self._retries: dict[PoolKey, int] = {}
         self._reported_invalid: dict[PoolKey, tuple[str, int]] = {}
         self.queue: WorkQueue[PoolKey] = WorkQueue(
@@ -146,12 +186,37 @@ class PoolController:
         self._expectations.drop_pool(key)
         self._retries.pop(key, None)
         self._reported_invalid.pop(key, None)
+        self._gpu_events.pop(key, None)
+        self._refill.pop(key, None)
+        self._budgets_created.pop(key, None)
+        self._unschedulable_posted.pop(key, None)
         self._metrics.forget_pool(*key)
 
     def pod_changed(self, key: PoolKey, uid: str, deleted: bool) -> None:
         if deleted:
             self._expectations.forget_pod(key, uid, _monotonic())
         self.queue.add(key)
+
+    def budget_changed(self, key: PoolKey) -> None:
+        self.queue.add(key)
+
+    def gpu_node_changed(self, name: str, node: GpuNode | None) -> None:
+        """Requeue the pools that ask for GPUs when a GPU node's placement facts change."""
+        if node is None:
+            if self._gpu_node_facts.pop(name, None) is None:
+                return
+        elif self._gpu_node_facts.get(name) == node:
+            return  # a heartbeat or another field placement does not depend on
+        else:
+            self._gpu_node_facts[name] = node
+        for key, entries in self._pools.items():
+            if any(isinstance(e, AgentPool) and GpuRequest.of(e.spec.gpu) for e in entries):
+                self.queue.add(key)
+
+    def _gpu_node_list(self) -> list[GpuNode] | None:
+        if self._gpu_nodes is None:
+            return None
+        return list(self._gpu_nodes.get(ALL_GPU_NODES, ()))
 
     # --- the reconcile ----------------------------------------------------------------------
 
@@ -182,25 +247,58 @@ class PoolController:
         pods = list(self._pods.get(key, ()))
         expectations = self._expectations.for_pool(key)
         expectations.settle(pods, _monotonic())
-        plan = plan_pool(pool, pods, expectations.snapshot(), now=_utcnow())
+        bucket = self._refill_bucket(key, pool)
+        plan = plan_pool(
+            pool,
+            pods,
+            expectations.snapshot(),
+            now=_utcnow(),
+            gpu_nodes=self._gpu_node_list(),
+            create_budget=bucket.available(_monotonic()),
+        )
+        # Spent when planned, not when created: a create the apiserver refuses still
+        # counts, so a failing template is retried at the refill pace, not faster.
+        warm_creates = sum(1 for c in plan.creates if c.state is PodState.WARM)
+        self._refill[key] = bucket.take(warm_creates, _monotonic())
         outcome = await self._execute(pool, plan, expectations)
+        budget_failure = await self._sync_budget(pool, key, plan.status.claimed)
         status = plan.status
-        if outcome.failure is not None:
-            reason, message = _failure_reason(outcome.failure), outcome.failure.message
+        failure = outcome.failure or budget_failure
+        if failure is not None:
+            reason, message = _failure_reason(failure), failure.message
+            if failure is budget_failure:
+                reason = "DisruptionBudgetWriteFailed"
             status = degraded(pool, status, reason, message, now=_utcnow())
         await self._write_status(pool, status)
         await self._record_events(pool, outcome)
+        await self._record_unschedulable(pool, key, status)
+        await self._record_gpu_fit(pool, plan.status)
         self._metrics.observe_pool(
             *key,
             counts={"active": status.replicas, "warm": status.warm, "claimed": status.claimed},
             ready={"active": status.ready_replicas, "warm": status.warm_ready},
         )
-        return self._next_look(
-            key, expectations, trouble=bool(outcome.failure or outcome.contended)
-        )
+        return self._next_look(key, expectations, plan, trouble=bool(failure or outcome.contended))
 
-    def _next_look(self, key: PoolKey, expectations: PoolExpectations, *, trouble: bool) -> float:
+    def _refill_bucket(self, key: PoolKey, pool: AgentPool) -> TokenBucket:
+        rate = float(pool.spec.warm_pool.refill_rate)
+        now = _monotonic()
+        bucket = self._refill.get(key)
+        bucket = TokenBucket.full(rate, now) if bucket is None else bucket.with_rate(rate, now)
+        self._refill[key] = bucket
+        return bucket
+
+    def _next_look(
+        self, key: PoolKey, expectations: PoolExpectations, plan: PoolPlan, *, trouble: bool
+    ) -> float:
         delay = self._resync
+        refill = refill_wait(self._refill[key], plan.deferred, _monotonic())
+        if refill is not None:
+            delay = min(delay, refill)
+        if plan.recheck_at is not None:
+            # A not-Ready warm pod reaches its readiness timeout: no event will say so.
+            until = (plan.recheck_at - _utcnow()).total_seconds()
+            delay = min(delay, max(0.0, until) + 0.05)
         if trouble:
             attempt = self._retries.get(key, 0)
             self._retries[key] = attempt + 1
@@ -243,7 +341,8 @@ class PoolController:
             expectations.expect_relabelled(item.pod.uid, item.state, _monotonic())
             outcome.promoted += 1
 
-        async def delete(ref: PodRef) -> None:
+        async def delete(item: tuple[PodRef, str]) -> None:
+            ref, why = item
             try:
                 await self._client.delete(
                     PODS, ref.name, namespace, uid=ref.uid, resource_version=ref.resource_version
@@ -255,12 +354,22 @@ class PoolController:
                 outcome.contended += 1
                 return
             expectations.expect_deleted(ref.uid, _monotonic())
-            outcome.deleted += 1
+            if why == "unready":
+                outcome.replaced_unready += 1
+            elif why == "stale":
+                outcome.replaced_stale += 1
+            else:
+                outcome.deleted += 1
 
+        deletes = [
+            *((ref, "surplus") for ref in plan.deletes),
+            *((ref, "unready") for ref in plan.unready),
+            *((ref, "stale") for ref in plan.stale),
+        ]
         try:
             await self._slow_start(plan.creates, create, "create")
             await self._batch(plan.relabels, promote, "promote")
-            await self._batch(plan.deletes, delete, "delete")
+            await self._batch(deletes, delete, "delete")
         except ApiError as error:
             outcome.failure = error
             logger.warning(
@@ -310,6 +419,74 @@ class PoolController:
             assert isinstance(first, ApiError)
             raise first
 
+    async def _sync_budget(self, pool: AgentPool, key: PoolKey, claimed: int) -> ApiError | None:
+        """Create or correct the pool's PodDisruptionBudget; the refusal, if any."""
+        if self._budgets is None:
+            return None
+        observed = _single(self._budgets.get(key, ()))
+        created = self._budgets_created.get(key)
+        if observed is not None or (created and created[1] < _monotonic()):
+            self._budgets_created.pop(key, None)
+        elif created and created[0] == pool.metadata.uid:
+            return None  # ours, in flight to the cache
+        write = plan_budget(pool, claimed, observed)
+        if write is None:
+            return None
+        try:
+            await self._write_budget(pool, write)
+            if write.manifest is not None:
+                deadline = _monotonic() + BUDGET_EXPECTATION_SECONDS
+                self._budgets_created[key] = (pool.metadata.uid or "", deadline)
+        except NotFound:
+            return None  # replaced meanwhile: its watch event brings us back
+        except ApiError as error:
+            if isinstance(error, AlreadyExists):
+                if await self._budget_is_ours(pool, write.name):
+                    return None  # created by an earlier reconcile; the cache is behind
+                # Not labelled or not owned by this pool: somebody's own budget.
+                error = AlreadyExists(
+                    error.status,
+                    error.reason,
+                    f"a PodDisruptionBudget named {write.name} exists and is not this pool's "
+                    "(it lacks the swarmops.dev/pool label): rename it, or the pool",
+                    error.details,
+                )
+            elif isinstance(error, Invalid | Conflict) and write.patch is not None:
+                return None  # the uid test failed: a new budget, its event brings us back
+            logger.warning(
+                "AgentPool %s/%s: the PodDisruptionBudget write failed: %s",
+                pool.metadata.namespace,
+                pool.metadata.name,
+                error,
+            )
+            return error
+        return None
+
+    async def _budget_is_ours(self, pool: AgentPool, name: str) -> bool:
+        try:
+            body = await self._client.get(PODDISRUPTIONBUDGETS, name, pool.metadata.namespace)
+        except NotFound:
+            return True  # gone meanwhile: the next reconcile creates it
+        found = observe_budget(body)
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        return (
+            labels.get(POOL_LABEL) == pool.metadata.name
+            and found.controller_uid == pool.metadata.uid
+        )
+
+    async def _write_budget(self, pool: AgentPool, write: BudgetWrite) -> None:
+        namespace = pool.metadata.namespace or ""
+        if write.manifest is not None:
+            await self._client.create(PODDISRUPTIONBUDGETS, write.manifest, namespace)
+        elif write.patch is not None:
+            await self._client.patch(
+                PODDISRUPTIONBUDGETS,
+                write.name,
+                write.patch,
+                namespace=namespace,
+                patch_type=PatchType.JSON,
+            )
+
     async def _write_status(self, pool: AgentPool, status: AgentPoolStatus) -> None:
         wire = status.to_wire()
         if wire == pool.status.to_wire():
@@ -342,6 +519,26 @@ class PoolController:
             await self._events.record(
                 about, "PodsDeleted", f"Deleted {outcome.deleted} surplus pods"
             )
+        if outcome.replaced_unready:
+            timeout = pool.spec.warm_pool.readiness_timeout_seconds
+            await self._events.record(
+                about,
+                "WarmPodsNotReady",
+                f"Replacing {outcome.replaced_unready} warm pods not Ready within {timeout}s "
+                "of being scheduled",
+                EventType.WARNING,
+            )
+        if outcome.replaced_stale:
+            why = (
+                "warmPool.updatePolicy Recreate"
+                if pool.spec.warm_pool.update_policy is WarmPoolUpdatePolicy.RECREATE
+                else "never placed on a node, so no warm-up is lost"
+            )
+            await self._events.record(
+                about,
+                "StaleWarmPodsDeleted",
+                f"Replacing {outcome.replaced_stale} warm pods of an old template ({why})",
+            )
         if outcome.failure is not None:
             await self._events.record(
                 about,
@@ -349,6 +546,31 @@ class PoolController:
                 outcome.failure.message,
                 EventType.WARNING,
             )
+
+    async def _record_unschedulable(
+        self, pool: AgentPool, key: PoolKey, status: AgentPoolStatus
+    ) -> None:
+        message = unschedulable_event(status.conditions)
+        uid = pool.metadata.uid or ""
+        if message is None:
+            self._unschedulable_posted.pop(key, None)
+            return
+        if self._unschedulable_posted.get(key) == uid:
+            return
+        self._unschedulable_posted[key] = uid
+        await self._events.record(_ref(pool), "PodsUnschedulable", message, EventType.WARNING)
+
+    async def _record_gpu_fit(self, pool: AgentPool, status: AgentPoolStatus) -> None:
+        event = fit_event(pool.status.conditions, status.conditions)
+        if event is None:
+            return
+        key = _key(pool.metadata.namespace, pool.metadata.name)
+        posted = (pool.metadata.uid or "", event.reason, event.message)
+        if self._gpu_events.get(key) == posted:
+            return
+        self._gpu_events[key] = posted
+        kind = EventType.WARNING if event.warning else EventType.NORMAL
+        await self._events.record(_ref(pool), event.reason, event.message, kind)
 
     async def _report_invalid(self, key: PoolKey, pool: InvalidPool) -> None:
         if self._reported_invalid.get(key) == (pool.uid, pool.generation):
@@ -414,6 +636,16 @@ async def on_pool_event(
         controller.pool_changed(_key(namespace, name))
 
 
+async def index_pool_budgets(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[PoolKey, ObservedBudget]:
+    return {_key(namespace, labels[POOL_LABEL]): observe_budget(body)}
+
+
+async def on_budget_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    services_of(memo).pool_controller().budget_changed(_key(namespace, labels[POOL_LABEL]))
+
+
 async def on_pod_event(
     event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, uid: str, memo: Any, **_: Any
 ) -> None:
@@ -422,8 +654,12 @@ async def on_pod_event(
     controller.pod_changed(_key(namespace, labels[POOL_LABEL]), uid, deleted)
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
-    """Register the AgentPool handlers in `registry` (ours, not kopf's global one)."""
+def register(registry: kopf.OperatorRegistry, *, disruption_budgets: bool = True) -> None:
+    """Register the AgentPool handlers in `registry` (ours, not kopf's global one).
+
+    `disruption_budgets`: keep a PodDisruptionBudget per pool (needs list, watch, create
+    and patch on them: a watch that is refused would hold every handler back).
+    """
     group, version = "swarmops.dev", "v1alpha1"
     pool_pods = {POOL_LABEL: kopf.PRESENT}
     kopf.index(group, version, "agentpools", id=POOLS_INDEX, registry=registry)(index_pools)
@@ -432,3 +668,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
     )
     kopf.on.event(group, version, "agentpools", registry=registry)(on_pool_event)
     kopf.on.event("v1", "pods", labels=pool_pods, registry=registry)(on_pod_event)
+    if disruption_budgets:
+        budgets = ("policy", "v1", "poddisruptionbudgets")
+        kopf.index(*budgets, id=BUDGETS_INDEX, labels=pool_pods, registry=registry)(
+            index_pool_budgets
+        )
+        kopf.on.event(*budgets, labels=pool_pods, registry=registry)(on_budget_event)

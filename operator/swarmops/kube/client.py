@@ -28,12 +28,21 @@ class PatchType(enum.Enum):
     MERGE = "application/merge-patch+json"
     STRATEGIC = "application/strategic-merge-patch+json"
     JSON = "application/json-patch+json"
+    APPLY = "application/apply-patch+yaml"
 
 
 class Propagation(enum.Enum):
     BACKGROUND = "Background"
     FOREGROUND = "Foreground"
     ORPHAN = "Orphan"
+
+
+# Connections to the apiserver at once; more requests wait for a free one. Unlimited,
+# a pool refill's batch of 512 creates opened ~500 TLS connections at once: each holds
+# an SSL buffer and OpenSSL state, and the freed memory stayed in the process (RSS +185
+# MB after a 1,000-pod fill, of which 10 MB were live Python objects). HTTP/1.1 keeps one
+# request per connection; 64 of ~10 ms each is thousands of requests a second.
+MAX_CONNECTIONS = 64
 
 
 class KubeClient:
@@ -75,7 +84,9 @@ class KubeClient:
             old = self._session
             self._session = aiohttp.ClientSession(
                 base_url=info.server.rstrip("/") + "/",
-                connector=aiohttp.TCPConnector(ssl=info.ssl_context(), limit=0),
+                connector=aiohttp.TCPConnector(
+                    ssl=info.ssl_context(), limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS
+                ),
                 headers={**info.http_headers(), "User-Agent": self._user_agent},
                 timeout=self._timeout,
                 proxy=info.proxy_url,
@@ -178,6 +189,30 @@ class KubeClient:
             resource.path(namespace, name, subresource),
             body=patch,
             content_type=patch_type.value,
+        )
+        return result
+
+    async def apply(
+        self,
+        resource: Resource,
+        body: Body,
+        *,
+        field_manager: str = "swarmops",
+        force: bool = True,
+    ) -> Body:
+        """Server-side apply: the object becomes `body` in the fields this manager owns,
+        created when missing. `force` takes over fields another manager set (ours win
+        on what we declare; what we do not declare is left alone)."""
+        metadata = body.get("metadata") or {}
+        params = {"fieldManager": field_manager}
+        if force:
+            params["force"] = "true"
+        result: Body = await self.request(
+            "PATCH",
+            resource.path(metadata.get("namespace"), metadata["name"]),
+            params=params,
+            body=body,
+            content_type=PatchType.APPLY.value,
         )
         return result
 
