@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,10 +27,6 @@ from swarmops.agent.redisconn import RedisClient
 from swarmops.testbed.agentbed import AgentProcess, RedisServer, redis_server
 from swarmops.testbed.localredis import LocalCluster, Loop, local_cluster_body
 from swarmops.testbed.processes import free_port, wait_until
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="needs Debian's redis-server"
-)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -11,7 +11,6 @@ through the operator on the test bed.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -24,10 +23,6 @@ from swarmops.core.rediscluster.slots import SLOT_COUNT
 from swarmops.redisnodes.execute import Executor
 from swarmops.testbed.localredis import LocalCluster, Loop, local_cluster_body
 from swarmops.testbed.redisload import KeyWriter, LoadReport
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="needs Debian's redis-server"
-)
 
 SEED_KEYS = 2000
 
