@@ -298,7 +298,7 @@ class RedisController:
         in_flight = {k: t for k, t in self._in_flight.get(key, {}).items() if t > now}
         self._in_flight[key] = in_flight
         plan = plan_cluster(cluster, observation, now=_utcnow(), in_flight=frozenset(in_flight))
-        await self._apply_objects(cluster, plan.shard_sizes, auth)
+        await self._apply_objects(cluster, plan.shard_sizes, auth, shard_sets)
         removed = await self._remove_shards(cluster, shard_sets, plan.shard_sizes)
         ips = {pod.name: pod.ip for pod in pods if pod.ip}
         masters = [
@@ -416,25 +416,31 @@ class RedisController:
         return pods
 
     async def _apply_objects(
-        self, cluster: RedisCluster, sizes: Mapping[int, int], auth: AuthSource | None
+        self,
+        cluster: RedisCluster,
+        sizes: Mapping[int, int],
+        auth: AuthSource | None,
+        observed: Mapping[int, ShardSet],
     ) -> None:
         desired = objects.desired_objects(cluster, sizes, auth)
         for body in desired.objects:
             await self._apply(body)
         for shard, body in desired.statefulsets.items():
-            uid = await self._apply(body)
+            # Someone scaled a StatefulSet behind our back: apply again now, not in minutes.
+            drifted = shard in observed and observed[shard].replicas != sizes[shard]
+            uid = await self._apply(body, force=drifted)
             if desired.budgets and uid:
                 await self._apply(desired.budget(cluster, shard, uid))
 
-    async def _apply(self, body: dict[str, Any]) -> str | None:
-        """Server-side apply, skipped when this exact body was applied recently; the
-        object's uid (None when skipped and not known)."""
+    async def _apply(self, body: dict[str, Any], *, force: bool = False) -> str | None:
+        """Server-side apply, skipped when this exact body was applied recently (unless
+        `force`); the object's uid (None when skipped and not known)."""
         kind = body["kind"]
         cache_key = (kind, body["metadata"]["namespace"], body["metadata"]["name"])
         digest = _digest(body)
         now = time.monotonic()
         cached = self._applied.get(cache_key)
-        if cached is not None and cached[0] == digest and cached[1] > now:
+        if not force and cached is not None and cached[0] == digest and cached[1] > now:
             return cached[2]
         result = await self._client.apply(RESOURCE_OF_KIND[kind], body)
         uid = (result.get("metadata") or {}).get("uid")
