@@ -162,6 +162,8 @@ class Agent:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
+            # Off the main thread (a worker embedded in a test or another program) signal
+            # handlers cannot be installed; the embedder stops the worker with stop().
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self.stop)
         try:
