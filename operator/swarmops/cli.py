@@ -6,16 +6,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from swarmops import __version__
 from swarmops.agent import command as agent_command
+from swarmops.commandline import EXIT_USAGE, flags_of, start
 from swarmops.gpu import command as gpu_command
-from swarmops.settings import Settings, SettingsError, load_settings
-
-EXIT_USAGE = 2
+from swarmops.settings import Settings, load_settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="the circuit breaker's window (default 300)",
     )
+    run.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="Prometheus HTTP API for canary analysis metrics that name no address of "
+        "their own, e.g. http://prometheus.monitoring:9090 (default: none)",
+    )
 
     gpu_command.add_parser(commands)
     agent_command.add_parser(commands)
@@ -161,33 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_RUN_FIELDS = tuple(Settings.model_fields)
-
-
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    flags: dict[str, Any] = {name: getattr(args, name, None) for name in _RUN_FIELDS}
-    return load_settings(flags, environ)
+    return load_settings(flags_of(args, Settings), environ)
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    try:
-        settings = settings_from_args(args, environ)
-    except SettingsError as error:
-        print(f"swarmops run: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    # Imported here: `swarmops version` and friends should not pay for kopf's import.
-    from swarmops.kube.auth import CredentialsError  # noqa: PLC0415
-    from swarmops.logs import configure_logging  # noqa: PLC0415
-    from swarmops.runtime import build_services, run_operator  # noqa: PLC0415
+    def connect(settings: Settings) -> Callable[[], None]:
+        # Imported here: `swarmops version` and friends should not pay for kopf's import.
+        from swarmops.runtime import build_services, run_operator  # noqa: PLC0415
 
-    try:
         services = build_services(settings, environ)
-    except CredentialsError as error:
-        print(f"swarmops run: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    configure_logging(settings.log_level, settings.log_format)
-    run_operator(settings, services=services)
-    return 0
+        return lambda: run_operator(settings, services=services)
+
+    return start("run", lambda: settings_from_args(args, environ), connect)
 
 
 def _crds(args: argparse.Namespace) -> int:

@@ -130,3 +130,12 @@ def test_settings_are_immutable() -> None:
     settings = load()
     with pytest.raises(ValueError, match="frozen"):
         settings.metrics_port = 1  # type: ignore[misc]
+
+
+def test_prometheus_url_from_flag_or_environment() -> None:
+    assert load().prometheus_url is None
+    from_env = load_settings(SCOPED, {"SWARMOPS_PROMETHEUS_URL": "http://prom.monitoring:9090/"})
+    assert from_env.prometheus_url == "http://prom.monitoring:9090"
+    assert load({"prometheus_url": "https://prom:443"}).prometheus_url == "https://prom:443"
+    with pytest.raises(SettingsError, match=r"invalid --prometheus-url='prom:9090'.*http\(s\) URL"):
+        load({"prometheus_url": "prom:9090"})

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from swarmops.commandline import flags_of, start
 from swarmops.gpu.settings import DEFAULT_METRICS_PORT, GpuAgentSettings, load_agent_settings
-from swarmops.settings import SettingsError
-
-EXIT_USAGE = 2
 
 
 def add_parser(commands: Any) -> None:
@@ -79,26 +76,15 @@ def add_parser(commands: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> GpuAgentSettings:
-    flags = {name: getattr(args, name, None) for name in GpuAgentSettings.model_fields}
-    return load_agent_settings(flags, environ)
+    return load_agent_settings(flags_of(args, GpuAgentSettings), environ)
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    try:
-        settings = settings_from_args(args, environ)
-    except SettingsError as error:
-        print(f"swarmops gpu-agent: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    # Imported here: pynvml and the Kubernetes client are only the agent's business.
-    from swarmops.gpu.agent import load_credentials, run_agent  # noqa: PLC0415
-    from swarmops.kube.auth import CredentialsError  # noqa: PLC0415
-    from swarmops.logs import configure_logging  # noqa: PLC0415
+    def connect(settings: GpuAgentSettings) -> Callable[[], None]:
+        # Imported here: pynvml and the Kubernetes client are only the agent's business.
+        from swarmops.gpu.agent import load_credentials, run_agent  # noqa: PLC0415
 
-    try:
         credentials = load_credentials(settings, environ)
-    except CredentialsError as error:
-        print(f"swarmops gpu-agent: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    configure_logging(settings.log_level, settings.log_format)
-    run_agent(settings, credentials)
-    return 0
+        return lambda: run_agent(settings, credentials)
+
+    return start("gpu-agent", lambda: settings_from_args(args, environ), connect)

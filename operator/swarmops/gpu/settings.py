@@ -7,15 +7,24 @@ from `NODE_NAME`, the name the downward API usually gives it in a DaemonSet.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from swarmops.gpu.health import Policy, parse_xid_overrides
-from swarmops.settings import ENV_PREFIX, LogFormat, LogLevel, Port, SettingsError
+from swarmops.settings import (
+    CommaSeparated,
+    IpAddress,
+    LogFormat,
+    LogLevel,
+    Port,
+    SettingsError,
+    gather_settings,
+    source_of,
+    validate_settings,
+)
 
 NODE_NAME_ENV = "NODE_NAME"
 DEFAULT_METRICS_PORT = 9402
@@ -31,50 +40,24 @@ class GpuAgentSettings(BaseModel):
     context: str | None = None
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
-    bind_address: str = "127.0.0.1"
+    bind_address: IpAddress = "127.0.0.1"
     metrics_port: Port = DEFAULT_METRICS_PORT
     poll_interval: float = Field(default=10.0, ge=0.5, le=3600)
     heartbeat_interval: float = Field(default=30.0, ge=1, le=3600)
     #: GPUs the node should have; None: the node's `nvidia.com/gpu.count` label.
     expected_gpus: int | None = Field(default=None, ge=0, le=1024)
     #: XID table entries over the defaults: CODE=LEVEL[/RECOVERY].
-    xid: tuple[str, ...] = ()
+    xid: CommaSeparated = ()
     temperature_margin: int = Field(default=5, ge=0, le=50)
     sustained_polls: int = Field(default=3, ge=1, le=1000)
     xid_hold: float = Field(default=600.0, ge=0, le=7 * 24 * 3600)
     #: A poll that takes longer than this (a hung driver) makes the node UNKNOWN.
     nvml_timeout: float = Field(default=30.0, ge=1, le=3600)
 
-    @field_validator("xid", mode="before")
-    @classmethod
-    def _split_xids(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
     @field_validator("xid")
     @classmethod
     def _check_xids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         parse_xid_overrides(value)  # raises ValueError with the bad entry
-        return value
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper_log_level(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _lower_log_format(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
-
-    @field_validator("bind_address")
-    @classmethod
-    def _check_bind_address(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address") from None
         return value
 
     @model_validator(mode="after")
@@ -96,50 +79,15 @@ class GpuAgentSettings(BaseModel):
         )
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _env(name: str) -> str:
-    return ENV_PREFIX + name.upper()
-
-
 def load_agent_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> GpuAgentSettings:
     """Merge flags over `SWARMOPS_*` (and `NODE_NAME`) and validate; `SettingsError` names
     the flag or variable at fault in one line."""
-    values: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for name in GpuAgentSettings.model_fields:
-        given = flags.get(name)
-        if given is not None and given not in ([], ()):
-            values[name] = tuple(given) if isinstance(given, list) else given
-            origin[name] = _flag(name)
-            continue
-        candidates = [_env(name)] + ([NODE_NAME_ENV] if name == "node_name" else [])
-        for variable in candidates:
-            raw = environ.get(variable, "").strip()
-            if raw:
-                values[name] = raw
-                origin[name] = variable
-                break
-    if "node_name" not in values:
+    given = gather_settings(
+        GpuAgentSettings, flags, environ, fallback_env={"node_name": NODE_NAME_ENV}
+    )
+    if "node_name" not in given.values:
         raise SettingsError(
-            f"no node name: give {_flag('node_name')}, or set {NODE_NAME_ENV} "
+            f"no node name: give {source_of('node_name').flag}, or set {NODE_NAME_ENV} "
             "(the downward API's spec.nodeName)"
         )
-    try:
-        return GpuAgentSettings.model_validate(values)
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        message = first["msg"].removeprefix("Value error, ")
-        location = [str(part) for part in first["loc"] if isinstance(part, str)]
-        if not location:
-            raise SettingsError(message) from None
-        name = location[0]
-        shown = values.get(name)
-        if isinstance(shown, tuple):
-            shown = ",".join(str(item) for item in shown)
-        where = origin.get(name) or _flag(name)
-        raise SettingsError(
-            f"invalid {where}={shown!r}: {message}" if shown is not None else f"{where}: {message}"
-        ) from None
+    return validate_settings(GpuAgentSettings, given)
