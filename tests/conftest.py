@@ -14,6 +14,7 @@ from kubernetes import client
 
 from swarmops.testbed.binaries import repository_root
 from swarmops.testbed.cluster import TestBed
+from swarmops.testbed.prometheus import Prometheus
 
 REPO_ROOT = repository_root()
 
@@ -35,6 +36,24 @@ def crds_installed(testbed: TestBed) -> Path:
     testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
     testbed.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir))
     return crd_dir
+
+
+@pytest.fixture(scope="session")
+def prometheus_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    bed = Prometheus(tmp_path_factory.mktemp("prometheus"))
+    try:
+        bed.start()
+        yield bed
+    finally:
+        bed.close()
+
+
+@pytest.fixture
+def prometheus(prometheus_session: Prometheus) -> Prometheus:
+    """A real Prometheus scraping a metrics source this test controls (`.source.set`);
+    running, with nothing set, at the start of every test."""
+    prometheus_session.reset()
+    return prometheus_session
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from swarmops.analysis.prometheus import PrometheusProvider
 from swarmops.core.expectations import ExpectationsStore
 from swarmops.kube.auth import Credentials
 from swarmops.kube.client import KubeClient
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from swarmops.handlers.gpu_health import GpuHealthReactor
     from swarmops.handlers.pools import PoolController
     from swarmops.handlers.redisclusters import RedisController
+    from swarmops.handlers.swarms import SwarmController
 
 MEMO_KEY = "swarmops"
 
@@ -42,7 +44,12 @@ class Services:
     claims: ClaimController | None = None
     gpu_reactor: GpuHealthReactor | None = None  # None: no GPU health reaction
     redis: RedisController | None = None  # None: RedisClusters not served (no access)
+    swarms: SwarmController | None = None
     metrics_endpoint: HttpEndpoint | None = None
+    # Measures canary analysis metrics; its HTTP session opens on first use.
+    prometheus: PrometheusProvider = field(
+        default_factory=lambda: PrometheusProvider(default_address=None)
+    )
     ready: bool = False
 
     def pool_controller(self) -> PoolController:
@@ -54,6 +61,11 @@ class Services:
         if self.claims is None:
             raise NotStartedError("the claim controller is not started")
         return self.claims
+
+    def swarm_controller(self) -> SwarmController:
+        if self.swarms is None:
+            raise NotStartedError("the Swarm controller is not started")
+        return self.swarms
 
     def redis_controller(self) -> RedisController:
         if self.redis is None:
