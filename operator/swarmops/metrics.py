@@ -18,6 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 logger = logging.getLogger(__name__)
 
 POD_STATES = ("active", "warm", "claimed")
+ROLLOUT_PHASES = ("Progressing", "Paused", "Completed", "Aborted")
 
 
 class Metrics:
@@ -115,6 +116,74 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.swarm_pools = Gauge(
+            "swarmops_swarm_pools",
+            "Pools of a Swarm.",
+            ["namespace", "swarm"],
+            registry=self.registry,
+        )
+        self.swarm_pools_ready = Gauge(
+            "swarmops_swarm_pools_ready",
+            "Pools of a Swarm that are Ready (started and their active pods Ready).",
+            ["namespace", "swarm"],
+            registry=self.registry,
+        )
+
+        self.rollout_phase = Gauge(
+            "swarmops_rollout_phase",
+            "1 for the phase an AgentPool's rollout is in (Progressing, Paused, Completed, "
+            "Aborted), 0 for the others.",
+            ["namespace", "pool", "phase"],
+            registry=self.registry,
+        )
+        self.rollout_step = Gauge(
+            "swarmops_rollout_step",
+            "Index of the canary step an AgentPool's rollout is in.",
+            ["namespace", "pool"],
+            registry=self.registry,
+        )
+        self.rollout_canary_weight = Gauge(
+            "swarmops_rollout_canary_weight_percent",
+            "Share of an AgentPool's active pods meant to run the canary revision.",
+            ["namespace", "pool"],
+            registry=self.registry,
+        )
+        self.rollout_analysis = Counter(
+            "swarmops_rollout_analysis_total",
+            "Rollout analysis verdicts reached after new measurements, by outcome (Running, "
+            "Successful, Failed, Inconclusive, ProviderErrors, InsufficientData).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.rollout_duration = Histogram(
+            "swarmops_rollout_duration_seconds",
+            "Time from a rollout's start to its end, by outcome (Promoted, Aborted, Superseded).",
+            ["outcome"],
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600),
+            registry=self.registry,
+        )
+        self.analysis_measurements = Counter(
+            "swarmops_analysis_measurements_total",
+            "Analysis metrics measured with Prometheus, by result: answered (a number), "
+            "no_data (an empty result or NaN), error (unreachable, slow, HTTP or PromQL error).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.analysis_measurement_seconds = Histogram(
+            "swarmops_analysis_measurement_duration_seconds",
+            "Wall time of one analysis measurement (its query and sampleQuery).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def observe_rollout(
+        self, namespace: str, pool: str, *, phase: str, step: int, weight: int
+    ) -> None:
+        for each in ROLLOUT_PHASES:
+            self.rollout_phase.labels(namespace, pool, each).set(1 if each == phase else 0)
+        self.rollout_step.labels(namespace, pool).set(step)
+        self.rollout_canary_weight.labels(namespace, pool).set(weight)
+
     def observe_pool(
         self, namespace: str, pool: str, counts: dict[str, int], ready: dict[str, int]
     ) -> None:
@@ -122,11 +191,26 @@ class Metrics:
             self.pool_pods.labels(namespace, pool, state).set(counts.get(state, 0))
             self.pool_pods_ready.labels(namespace, pool, state).set(ready.get(state, 0))
 
+    def observe_swarm(self, namespace: str, swarm: str, *, ready_pools: int, pools: int) -> None:
+        self.swarm_pools.labels(namespace, swarm).set(pools)
+        self.swarm_pools_ready.labels(namespace, swarm).set(ready_pools)
+
+    def forget_swarm(self, namespace: str, swarm: str) -> None:
+        for gauge in (self.swarm_pools, self.swarm_pools_ready):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, swarm)
+
     def forget_pool(self, namespace: str, pool: str) -> None:
         for state in POD_STATES:
             for gauge in (self.pool_pods, self.pool_pods_ready):
                 with contextlib.suppress(KeyError):
                     gauge.remove(namespace, pool, state)
+        for phase in ROLLOUT_PHASES:
+            with contextlib.suppress(KeyError):
+                self.rollout_phase.remove(namespace, pool, phase)
+        for gauge in (self.rollout_step, self.rollout_canary_weight):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, pool)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

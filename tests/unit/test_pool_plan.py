@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from swarmops.api.common import ConditionStatus
+from swarmops.core.agentenv import pod_env
 from swarmops.core.conditions import find_condition
 from swarmops.core.expectations import NONE, Expectations, ExpectedPod
 from swarmops.core.pods import POOL_LABEL, REVISION_LABEL, STATE_LABEL, PodState, observe_pod
@@ -66,7 +67,10 @@ def test_a_created_pod_is_a_full_manifest_owned_by_the_pool() -> None:
         }
     ]
     assert manifest["spec"] == {
-        "containers": [{"name": "agent", "image": "agent:1", "args": ["--serve"]}],
+        # The agent's environment comes from core/agentenv.py (tests/unit/test_swarm_agentenv.py).
+        "containers": [
+            {"name": "agent", "image": "agent:1", "args": ["--serve"], "env": pod_env(pool)}
+        ],
         "terminationGracePeriodSeconds": 5,
         # Every pool spreads its pods over nodes (core/spread.py).
         "topologySpreadConstraints": [
@@ -174,8 +178,10 @@ def test_terminating_and_finished_pods_are_replaced_not_counted(phase: str) -> N
 
 
 def test_created_but_unseen_pods_are_not_created_again() -> None:
-    expected = Expectations(creates=(ExpectedPod("a-x", "uid-x", ACTIVE, "r"),))
-    plan = plan_pool(make_pool(replicas=2), [make_pod("a1", ACTIVE)], expected, now=NOW)
+    pool = make_pool(replicas=2)
+    revision = template_revision(desired_template(pool))
+    expected = Expectations(creates=(ExpectedPod("a-x", "uid-x", ACTIVE, revision),))
+    plan = plan_pool(pool, [make_pod("a1", ACTIVE)], expected, now=NOW)
     assert plan.idle
     # Status counts what exists; the pending create keeps the pool Progressing.
     assert plan.status.replicas == 1

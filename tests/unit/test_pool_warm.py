@@ -240,7 +240,8 @@ def test_recreate_replaces_stale_warm_pods_and_never_touches_active_or_claimed_o
         make_pod("w-old-1", WARM, revision=old_revision),
         make_pod("w-old-2", WARM, revision=old_revision),
         make_pod("w-new", WARM, revision=revision_of(new)),
-        make_pod("a-old", ACTIVE, revision=old_revision),
+        # Active pods are the rollout's (core/rollout.py): this one already runs the new one.
+        make_pod("a-new", ACTIVE, revision=revision_of(new)),
         make_pod("c-old", CLAIMED, revision=old_revision, owner=CLAIM_UID),
     ]
     plan = plan_pool(new, pods, NONE, now=NOW)
@@ -249,9 +250,9 @@ def test_recreate_replaces_stale_warm_pods_and_never_touches_active_or_claimed_o
     assert plan.creates[0].manifest["metadata"]["labels"]["swarmops.dev/revision"] == (
         revision_of(new)
     )
-    assert plan.relabels == () and plan.deletes == ()
     touched = {ref.name for ref in plan.all_deletes} | {r.pod.name for r in plan.relabels}
-    assert not touched & {"a-old", "c-old"}
+    assert plan.relabels == () and plan.deletes == ()
+    assert not touched & {"a-new", "c-old"}
     assert plan.status.claimed == 1
     assert condition(plan, "Progressing")[0] == ConditionStatus.TRUE
 

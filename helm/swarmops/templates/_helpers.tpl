@@ -31,6 +31,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["swarmops.dev"]
   resources: [agentpools, agentclaims, redisclusters, swarms]
   verbs: [get, list, watch, patch, update]
+# A Swarm's own AgentPools and RedisCluster, written by server-side apply. The swarm
+# deletes its RedisCluster last on shutdown; its pools go by garbage collection.
+- apiGroups: ["swarmops.dev"]
+  resources: [agentpools]
+  verbs: [create]
+- apiGroups: ["swarmops.dev"]
+  resources: [redisclusters]
+  verbs: [create, delete]
 - apiGroups: ["swarmops.dev"]
   resources: [agentpools/status, agentclaims/status, redisclusters/status, swarms/status]
   verbs: [get, patch, update]
@@ -54,6 +62,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["apps"]
   resources: [statefulsets]
   verbs: [get, list, watch, create, patch, delete]
+# An AgentPool keeps each pod template revision in a ControllerRevision it owns, so the
+# stable template outlives the spec during a rollout (read by name, never listed; deleted
+# when no longer stable nor rolled out, the rest with the pool by garbage collection).
+- apiGroups: ["apps"]
+  resources: [controllerrevisions]
+  verbs: [get, create, delete]
 - apiGroups: [""]
   resources: [services, configmaps]
   verbs: [get, create, patch]

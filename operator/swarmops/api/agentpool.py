@@ -393,9 +393,14 @@ class AnalysisMetric(ApiModel):
 
 
 class PodChecks(ApiModel):
-    """Checks on the canary pods themselves, run throughout the analysis step."""
+    """Checks on the canary pods themselves (prewarmed warm ones included), in force from
+    the rollout's first step up to and including this analysis step; a failure rolls back."""
 
-    require_ready: bool = Field(True, description="Every canary pod must be Ready.")
+    require_ready: bool = Field(
+        True,
+        description="The analysis waits until every canary pod is Ready. false: it judges "
+        "the canary pods as they are.",
+    )
     max_restarts: int = Field(
         0,
         ge=0,
@@ -406,7 +411,7 @@ class PodChecks(ApiModel):
         None,
         ge=1,
         le=DAY_SECONDS,
-        description="A canary pod must become Ready within this many seconds of starting.",
+        description="A canary pod must become Ready within this many seconds of being scheduled.",
     )
 
 
@@ -507,8 +512,9 @@ class Rollout(ApiModel):
         600,
         ge=0,
         le=WEEK_SECONDS,
-        description="How long an old-revision agent that is still busy may finish its work "
-        "before it is removed anyway.",
+        description="How long an active agent being removed (scale-down, or a rollout "
+        "replacing it) may finish its work: it is deleted once it reports idle, or when this "
+        "passes.",
     )
     progress_deadline_seconds: int = Field(
         1800,
@@ -619,7 +625,17 @@ class MetricResult(ApiModel):
     inconclusive: int = Field(0, ge=0, description="Inconclusive measurements.")
     consecutive_errors: int = Field(0, ge=0, description="Provider errors in a row.")
     last_value: float | None = Field(None, description="The most recent measured value.")
-    last_measured_at: datetime | None = Field(None, description="When it was measured.")
+    last_samples: float | None = Field(
+        None, description="Observations behind the most recent measurement (sampleQuery)."
+    )
+    last_measured_at: datetime | None = Field(
+        None, description="When the most recent measurement was attempted."
+    )
+    insufficient_data: bool = Field(
+        False,
+        description="The most recent attempt had fewer samples than minSamples, or no data: "
+        "the metric waits, without using up a measurement.",
+    )
     message: str = Field("", max_length=1024, description="Why the metric is where it is.")
 
 
@@ -633,7 +649,15 @@ class RolloutStatus(ApiModel):
     canary_revision: str | None = Field(
         None, max_length=NAME_MAX_LENGTH, description="Revision being rolled out."
     )
-    current_step_index: int = Field(0, ge=0, description="Index of the canary step in progress.")
+    current_step_index: int = Field(
+        0,
+        ge=0,
+        description="Index of the canary step in progress; the number of steps once every "
+        "step is done and the canary is being promoted to all pods.",
+    )
+    started_at: datetime | None = Field(
+        None, description="When this rollout began (the canary revision first appeared)."
+    )
     step_started_at: datetime | None = Field(
         None, description="When the current step started; timed pauses count from here."
     )
@@ -681,6 +705,13 @@ class AgentPoolStatus(StatusBase):
     warm: int = Field(0, ge=0, description="Warm (idle) pods, Ready or not.")
     warm_ready: int = Field(0, ge=0, description="Warm pods that are Ready to be handed out.")
     claimed: int = Field(0, ge=0, description="Pods bound to an AgentClaim.")
+    draining: int = Field(
+        0,
+        ge=0,
+        description="Active pods being removed, drain-aware: no longer counted in replicas, "
+        "deleted once their agent is idle or rollout.drainTimeoutSeconds passes. A pool "
+        "has stopped when replicas, warm and draining are all 0.",
+    )
     unschedulable: int = Field(
         0, ge=0, description="Pods the scheduler cannot place; a condition says why."
     )

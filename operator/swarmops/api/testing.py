@@ -343,6 +343,7 @@ def rollout_statuses(draw: st.DrawFn) -> RolloutStatus:
         stable_revision=draw(_optional(dns_labels)),
         canary_revision=draw(_optional(dns_labels)),
         current_step_index=draw(st.integers(min_value=0, max_value=31)),
+        started_at=draw(_optional(timestamps)),
         step_started_at=draw(_optional(timestamps)),
         canary_weight=draw(st.integers(min_value=0, max_value=100)),
         canary_replicas=draw(counts),
@@ -359,7 +360,9 @@ def rollout_statuses(draw: st.DrawFn) -> RolloutStatus:
                 inconclusive=draw(counts),
                 consecutive_errors=draw(counts),
                 last_value=draw(_optional(finite)),
+                last_samples=draw(_optional(finite)),
                 last_measured_at=draw(_optional(timestamps)),
+                insufficient_data=draw(st.booleans()),
             )
             for name in names
         ],
@@ -377,6 +380,7 @@ def agent_pool_statuses(draw: st.DrawFn) -> AgentPoolStatus:
         warm=draw(counts),
         warm_ready=draw(counts),
         claimed=draw(counts),
+        draining=draw(counts),
         unschedulable=draw(counts),
         current_revision=draw(_optional(dns_labels)),
         update_revision=draw(_optional(dns_labels)),

@@ -8,12 +8,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from swarmops.agent.contract import AGENT_PORT_NAME
+
 POOL_LABEL = "swarmops.dev/pool"
 REVISION_LABEL = "swarmops.dev/revision"
 STATE_LABEL = "swarmops.dev/state"
 # The AgentClaim a claimed pod is bound to (its name; the claim's uid is in the pod's
 # controller ownerReference).
 CLAIM_LABEL = "swarmops.dev/claim"
+# When the pool started draining an active pod it is removing (RFC 3339): from then on the
+# pod no longer counts as active, and it is deleted once its agent is idle or the drain
+# deadline passes (core/rollout.py).
+DRAIN_STARTED_ANNOTATION = "swarmops.dev/drain-started-at"
+# A container waiting with this reason is in a crash loop (the kubelet's back-off).
+CRASH_LOOP_REASON = "CrashLoopBackOff"
 
 
 class PodState(enum.StrEnum):
@@ -58,6 +66,14 @@ class ObservedPod:
     # last changed: the readiness timeout of warm pods counts from the later of the two.
     scheduled_at: datetime.datetime | None = None
     ready_changed_at: datetime.datetime | None = None
+    # Container restarts summed over the pod's containers, and whether one of them is in
+    # a crash loop: what the rollout's pod checks judge a canary by.
+    restarts: int = 0
+    crash_looping: bool = False
+    # Set while the pool drains the pod before removing it (DRAIN_STARTED_ANNOTATION).
+    drain_started_at: datetime.datetime | None = None
+    # Whether the pod runs an agent the operator can ask whether it is idle.
+    has_agent: bool = False
 
     @property
     def alive(self) -> bool:
@@ -121,6 +137,10 @@ def observe_pod(body: Mapping[str, Any]) -> ObservedPod:
         and not spec.get("nodeName")
     ):
         unschedulable = str(scheduled.get("message") or "the scheduler found no node")
+    container_statuses = [
+        c for c in status.get("containerStatuses") or () if isinstance(c, Mapping)
+    ]
+    annotations: Mapping[str, str] = metadata.get("annotations") or {}
     return ObservedPod(
         name=str(metadata.get("name") or ""),
         namespace=str(metadata.get("namespace") or ""),
@@ -148,5 +168,16 @@ def observe_pod(body: Mapping[str, Any]) -> ObservedPod:
             parse_time(ready_condition.get("lastTransitionTime"))
             if ready_condition is not None
             else None
+        ),
+        restarts=sum(int(c.get("restartCount") or 0) for c in container_statuses),
+        crash_looping=any(
+            ((c.get("state") or {}).get("waiting") or {}).get("reason") == CRASH_LOOP_REASON
+            for c in container_statuses
+        ),
+        drain_started_at=parse_time(annotations.get(DRAIN_STARTED_ANNOTATION)),
+        has_agent=any(
+            port.get("name") == AGENT_PORT_NAME
+            for container in spec.get("containers") or ()
+            for port in container.get("ports") or ()
         ),
     )

@@ -7,10 +7,14 @@ only reads the cache, calls it, and performs the writes.
 
 Rules:
 * `spec.replicas` active pods and `spec.warmPool.size` warm pods are kept.
-* Scaling up promotes warm pods to active first (a relabel: no cold start), then
-  creates the rest; the warm pool refills with new pods.
-* Scaling down deletes the surplus of each state; warm pods go only when the warm
-  pool itself shrinks: they are the spare.
+* Which revision the active pods run, and how many of each, is the rollout's decision
+  (core/rollout.py, `decide_rollout`); this module turns it into writes.
+* Scaling up promotes warm pods of the wanted revision to active first (a relabel: no
+  cold start), then creates the rest (never for a canary: its pods come from Ready
+  prewarmed warm pods); the warm pool refills with new pods.
+* Scaling down removes the surplus of each state. Active pods with an agent are drained
+  first (DRAIN_STARTED_ANNOTATION; deleted once idle, or at the drain deadline); warm
+  pods go only when the warm pool itself shrinks: they are the spare.
 * Claimed pods are counted, never touched.
 * What the operator wrote but has not seen yet (`Expectations`) counts as done, so
   a burst of watch events never makes it write twice.
@@ -27,10 +31,11 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,17 +48,28 @@ from swarmops.api.common import (
     ConditionStatus,
     ConditionType,
 )
+from swarmops.core.agentenv import agent_pod
 from swarmops.core.conditions import find_condition, set_condition
 from swarmops.core.expectations import Expectations
 from swarmops.core.gpu import GpuRequest, gpu_pod_template
 from swarmops.core.gpu_fit import UNSATISFIABLE_GPU_REQUEST, GpuNode, unsatisfiable
 from swarmops.core.pods import POOL_LABEL, REVISION_LABEL, STATE_LABEL, ObservedPod, PodState
 from swarmops.core.revision import template_revision
+from swarmops.core.rollout import (
+    ActiveTarget,
+    MetricsJudgement,
+    RolloutAction,
+    RolloutDecision,
+    decide_rollout,
+    next_measurement,
+)
 from swarmops.core.spread import with_hostname_spread
 
 _REVISION_RE = re.compile(DNS_LABEL_PATTERN)
 #: Reason of Degraded (and WarmPoolReady) while the scheduler cannot place some pods.
 UNSCHEDULABLE = "Unschedulable"
+#: Reason of Degraded while pods of a revision whose template is not stored are needed.
+REVISION_UNKNOWN = "RevisionTemplateUnknown"
 MAX_REVISIONS_IN_STATUS = 16
 _EPOCH = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
@@ -85,7 +101,8 @@ class PodRelabel:
 
 @dataclass(frozen=True)
 class PoolPlan:
-    """What to write for one pool, in order: creates, relabels, deletes, then status."""
+    """What to write for one pool, in order: relabels, deletes and drains, creates, then
+    status."""
 
     revision: str
     creates: tuple[PodCreate, ...]
@@ -98,12 +115,18 @@ class PoolPlan:
     stale: tuple[PodRef, ...] = ()
     # Warm pods still to create that the refill rate limit held back this time.
     deferred: int = 0
-    # When a not-Ready warm pod reaches its readiness timeout: look again then.
+    # When to look again though no event may come: a not-Ready warm pod reaches its
+    # readiness timeout, a timed pause ends, a drain deadline passes.
     recheck_at: datetime.datetime | None = None
+    # Active pods with an agent to drain before removal: annotate them (drain started).
+    drains: tuple[PodRef, ...] = ()
+    # Pods draining whose agents may be asked whether they are idle yet (deleted if so).
+    draining: tuple[PodRef, ...] = ()
+    rollout: RolloutDecision | None = None
 
     @property
     def idle(self) -> bool:
-        return not (self.creates or self.relabels or self.all_deletes)
+        return not (self.creates or self.relabels or self.all_deletes or self.drains)
 
     @property
     def all_deletes(self) -> tuple[PodRef, ...]:
@@ -159,7 +182,41 @@ def pod_manifest(
     }
     if template_meta.get("annotations"):
         metadata["annotations"] = dict(template_meta["annotations"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+    return agent_pod(pool, manifest)
+
+
+def stored_revision_name(pool_name: str, revision: str) -> str:
+    return f"{pool_name}-{revision}"
+
+
+def stored_revision(pool: AgentPool, template: dict[str, Any], revision: str) -> dict[str, Any]:
+    """The ControllerRevision that keeps a revision's pod template, owned by the pool.
+
+    The stable revision's template must outlive the spec that held it: during a rollout
+    the spec holds the canary's, and the stable pods still need refills and, on a
+    rollback, restoring (StatefulSets and DaemonSets keep theirs the same way).
+    """
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {
+            "name": stored_revision_name(pool.metadata.name, revision),
+            "namespace": pool.metadata.namespace,
+            "labels": {POOL_LABEL: pool.metadata.name, REVISION_LABEL: revision},
+            "ownerReferences": [owner_reference(pool)],
+        },
+        "data": {"template": template},
+        "revision": pool.metadata.generation or 1,
+    }
+
+
+def stored_template(body: Mapping[str, Any], revision: str) -> dict[str, Any] | None:
+    """The template a ControllerRevision keeps, if it is that revision's (checked by hash)."""
+    template = (body.get("data") or {}).get("template")
+    if not isinstance(template, dict) or template_revision(template) != revision:
+        return None
+    return template
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +233,21 @@ class _Member:
 
 
 def _members(
-    pool: AgentPool, pods: Iterable[ObservedPod], expectations: Expectations
-) -> tuple[list[_Member], list[ObservedPod]]:
-    """The pool's warm and active pods (expectations applied), and its claimed pods."""
+    pool: AgentPool,
+    pods: Iterable[ObservedPod],
+    expectations: Expectations,
+    draining: frozenset[str] = frozenset(),
+    unlabelled: str | None = None,
+) -> tuple[list[_Member], list[ObservedPod], list[ObservedPod]]:
+    """The pool's warm and active pods (expectations applied), its claimed pods, and its
+    draining pods (active pods on their way out: no longer counted as active).
+
+    A pod without a revision label (not one the operator made) counts as `unlabelled`.
+    """
     name, uid = pool.metadata.name, pool.metadata.uid
     members: list[_Member] = []
     claimed: list[ObservedPod] = []
+    drained: list[ObservedPod] = []
     seen: set[str] = set()
     for pod in pods:
         seen.add(pod.uid)
@@ -197,11 +263,16 @@ def _members(
         ):
             # A pod of the same name from an earlier pool with the same name (its owner
             # uid differs) is the garbage collector's, not ours.
-            members.append(_Member(state, pod, pod.revision))
+            if state is PodState.ACTIVE and (
+                pod.drain_started_at is not None or pod.uid in draining
+            ):
+                drained.append(pod)
+            else:
+                members.append(_Member(state, pod, pod.revision or unlabelled))
     for created in expectations.creates:
         if created.uid not in seen:
             members.append(_Member(created.state, None, created.revision))
-    return members, claimed
+    return members, claimed, drained
 
 
 def _created(pod: ObservedPod) -> datetime.datetime:
@@ -283,6 +354,10 @@ def plan_pool(
     now: datetime.datetime,
     gpu_nodes: Sequence[GpuNode] | None = None,
     create_budget: int | None = None,
+    templates: Mapping[str, dict[str, Any]] | None = None,
+    action: RolloutAction | None = None,
+    metrics: MetricsJudgement | None = None,
+    draining: frozenset[str] = frozenset(),
 ) -> PoolPlan:
     """Decide the writes that move the pool toward its spec, and the status to report.
 
@@ -293,66 +368,146 @@ def plan_pool(
     `create_budget` is how many warm pods the refill rate limit allows now (None: no
     limit). Active pods are not limited: a scale-up is a person's or an autoscaler's
     explicit request, and promotion already serves it from the warm pool first.
+
+    `templates` are the stored templates of earlier revisions (the stable one during a
+    rollout), `action` a person's rollout request, `metrics` the verdict of the current
+    analysis step's metrics, `draining` the uids of pods this process started draining
+    that the cache does not show so yet (core/rollout.py decides the rest).
     """
     template = desired_template(pool)
     revision = template_revision(template)
-    members, claimed = _members(pool, observed_pods, expectations)
-    want_active = pool.spec.replicas
-    want_warm = pool.spec.warm_pool.size
+    known = {**(templates or {}), revision: template}
+    previous = pool.status.rollout
+    stable = (previous.stable_revision if previous else None) or pool.status.current_revision
+    members, claimed, drained = _members(
+        pool, observed_pods, expectations, draining, stable or revision
+    )
     warm_pool = pool.spec.warm_pool
+    observed_members = [
+        dataclasses.replace(m.pod, state=m.state, revision=m.revision)
+        for m in members
+        if m.pod is not None
+    ]
+    decision = decide_rollout(
+        pool.spec,
+        update_revision=revision,
+        current_revision=pool.status.current_revision,
+        previous=pool.status.rollout,
+        pods=observed_members,
+        action=action,
+        now=now,
+        metrics=metrics,
+    )
 
     active = [m for m in members if m.state is PodState.ACTIVE]
-    warm, stale = _split_stale(
-        [m for m in members if m.state is PodState.WARM], revision, warm_pool.update_policy
+    all_warm = [m for m in members if m.state is PodState.WARM]
+    prewarm = [m for m in all_warm if m.revision in decision.prewarm]
+    spare, stale = _split_stale(
+        [m for m in all_warm if m.revision not in decision.prewarm],
+        decision.spare_revision,
+        warm_pool.update_policy,
     )
-    warm, unready, recheck_at = _split_unready(
-        warm, datetime.timedelta(seconds=warm_pool.readiness_timeout_seconds), now
+    timeout = datetime.timedelta(seconds=warm_pool.readiness_timeout_seconds)
+    spare, unready, recheck_at = _split_unready(spare, timeout, now)
+    prewarm, unready_prewarm, recheck_prewarm = _split_unready(prewarm, timeout, now)
+    unready += unready_prewarm
+    recheck_at = _earliest(
+        recheck_at,
+        recheck_prewarm,
+        decision.recheck_at,
+        next_measurement(pool.spec, decision.status),
     )
-    observed_warm = sorted(
-        (m.pod for m in warm if m.pod is not None), key=lambda p: _promotion_order(p, revision)
-    )
-    creates: list[PodState] = []
+
+    creates: list[tuple[PodState, str]] = []
     relabels: list[PodRelabel] = []
     deletes: list[PodRef] = []
+    drains: list[PodRef] = []
+    missing_templates: set[str] = set()
+    promoted: set[str] = set()
+    promoted_of: Counter[str] = Counter()
 
-    active_missing = want_active - len(active)
-    if active_missing > 0:
-        promoted = observed_warm[:active_missing]
-        relabels = [PodRelabel(PodRef.of(pod), PodState.ACTIVE) for pod in promoted]
-        promoted_uids = {pod.uid for pod in promoted}
-        warm = [m for m in warm if m.pod is None or m.pod.uid not in promoted_uids]
-        creates += [PodState.ACTIVE] * (active_missing - len(promoted))
-    elif active_missing < 0:
-        deletes += _surplus(active, -active_missing, revision)
-
-    warm_missing = want_warm - len(warm)
-    deferred = 0
-    if warm_missing > 0:
-        allowed = (
-            warm_missing if create_budget is None else max(0, min(warm_missing, create_budget))
+    active_revisions = {m.revision or "" for m in active} | set(decision.active)
+    for rev in sorted(active_revisions):
+        target = decision.active.get(rev, ActiveTarget(0))
+        have = [m for m in active if (m.revision or "") == rev]
+        missing = target.count - len(have)
+        if missing < 0:
+            for pod in _surplus(have, -missing, revision):
+                (drains if pod.has_agent else deletes).append(PodRef.of(pod))
+            continue
+        source = prewarm if rev in decision.prewarm else spare
+        candidates = sorted(
+            (
+                m.pod
+                for m in source
+                if m.pod is not None and m.revision == rev and (m.pod.ready or target.cold_start)
+            ),
+            key=lambda p: _promotion_order(p, rev),
         )
-        creates += [PodState.WARM] * allowed
-        deferred = warm_missing - allowed
-    elif warm_missing < 0:
-        deletes += _surplus(warm, -warm_missing, revision)
+        limit = missing if target.max_promotions is None else min(missing, target.max_promotions)
+        chosen = candidates[: max(0, limit)]
+        relabels += [PodRelabel(PodRef.of(pod), PodState.ACTIVE) for pod in chosen]
+        promoted |= {pod.uid for pod in chosen}
+        promoted_of[rev] += len(chosen)
+        cold = missing - len(chosen) if target.cold_start else 0
+        if cold > 0 and rev not in known:
+            missing_templates.add(rev)
+        elif cold > 0:
+            creates += [(PodState.ACTIVE, rev)] * cold
+    spare = [m for m in spare if m.pod is None or m.pod.uid not in promoted]
+    prewarm = [m for m in prewarm if m.pod is None or m.pod.uid not in promoted]
+
+    warm_wanted = [(decision.spare_revision, spare, warm_pool.size)]
+    # Prewarm targets count the canary's active pods as the rollout saw them: those
+    # promoted just now are no longer missing.
+    warm_wanted += [
+        (rev, [m for m in prewarm if m.revision == rev], max(0, count - promoted_of[rev]))
+        for rev, count in sorted(decision.prewarm.items())
+    ]
+    deferred = 0
+    budget = create_budget
+    for rev, have_warm, want in warm_wanted:
+        warm_missing = want - len(have_warm)
+        if warm_missing > 0 and rev not in known:
+            missing_templates.add(rev)
+        elif warm_missing > 0:
+            allowed = warm_missing if budget is None else max(0, min(warm_missing, budget))
+            creates += [(PodState.WARM, rev)] * allowed
+            deferred += warm_missing - allowed
+            budget = None if budget is None else budget - allowed
+        elif warm_missing < 0:
+            deletes += [PodRef.of(pod) for pod in _surplus(have_warm, -warm_missing, rev)]
+
+    drain_timeout = datetime.timedelta(seconds=pool.spec.rollout.drain_timeout_seconds)
+    still_draining: list[PodRef] = []
+    for pod in drained:
+        started = pod.drain_started_at or now
+        if not pod.has_agent or started + drain_timeout <= now:
+            deletes.append(PodRef.of(pod))
+        else:
+            still_draining.append(PodRef.of(pod))
+            recheck_at = _earliest(recheck_at, started + drain_timeout)
 
     plan_creates = tuple(
-        PodCreate(state, pod_manifest(pool, template, revision, state)) for state in creates
+        PodCreate(state, pod_manifest(pool, known[rev], rev, state)) for state, rev in creates
     )
     status = pool_status(
         pool,
         members,
         claimed,
         revision=revision,
-        busy=bool(creates or relabels or deletes or expectations.pending),
+        busy=bool(creates or relabels or deletes or drains or expectations.pending),
         scaling_up=bool(creates or relabels),
-        scaling_down=bool(deletes),
+        scaling_down=bool(deletes or drains),
         now=now,
         gpu_problem=(
             None if gpu_nodes is None else unsatisfiable(GpuRequest.of(pool.spec.gpu), gpu_nodes)
         ),
         replacing=len(unready) + len(stale),
         deferred=deferred,
+        rollout=decision,
+        draining=len(drained),
+        missing_templates=sorted(missing_templates),
     )
     return PoolPlan(
         revision,
@@ -364,16 +519,24 @@ def plan_pool(
         stale=tuple(stale),
         deferred=deferred,
         recheck_at=recheck_at,
+        drains=tuple(drains),
+        draining=tuple(still_draining),
+        rollout=decision,
     )
 
 
-def _surplus(members: Sequence[_Member], count: int, revision: str) -> list[PodRef]:
+def _earliest(*moments: datetime.datetime | None) -> datetime.datetime | None:
+    present = [m for m in moments if m is not None]
+    return min(present) if present else None
+
+
+def _surplus(members: Sequence[_Member], count: int, revision: str) -> list[ObservedPod]:
     # Pods created but not yet seen cannot be deleted (no uid precondition to pin
     # them); the next reconcile sees them and evens out.
     observed = sorted(
         (m.pod for m in members if m.pod is not None), key=lambda p: _deletion_order(p, revision)
     )
-    return [PodRef.of(pod) for pod in observed[:count]]
+    return observed[:count]
 
 
 def _revision_counts(
@@ -409,12 +572,18 @@ def pool_status(
     gpu_problem: str | None = None,
     replacing: int = 0,
     deferred: int = 0,
+    rollout: RolloutDecision | None = None,
+    draining: int = 0,
+    missing_templates: Sequence[str] = (),
 ) -> AgentPoolStatus:
     """Counts of what exists (not of what is merely planned), plus the conditions.
 
     `gpu_problem` says why no node can ever host a pod of the pool (see core/gpu_fit.py).
     `replacing`: warm pods being replaced (not Ready in time, or stale under Recreate);
-    `deferred`: warm pods the refill rate limit holds back for now.
+    `deferred`: warm pods the refill rate limit holds back for now; `rollout`: the
+    rollout's decision (its status, and whether it is under way or Degraded);
+    `draining`: active pods being drained; `missing_templates`: revisions the pool needs
+    pods of whose template is not stored (ControllerRevision lost).
     """
     seen = [m for m in members if m.pod is not None]
     active = [m for m in seen if m.state is PodState.ACTIVE]
@@ -461,10 +630,14 @@ def pool_status(
         put(AgentPoolConditionType.WARM_POOL_READY, False, UNSCHEDULABLE, message)
     else:
         put(AgentPoolConditionType.WARM_POOL_READY, False, "WarmPoolFilling", warm_message)
-    if scaling_up:
+    if rollout is not None and rollout.in_progress and rollout.status is not None:
+        reason = "RolloutPaused" if rollout.status.pause_reason else "RolloutInProgress"
+        step = rollout.status.current_step_index
+        progressing = (True, reason, f"rollout step {step}: {rollout.status.message}")
+    elif scaling_up:
         progressing = (True, "ScalingUp", "creating or promoting pods")
-    elif scaling_down:
-        progressing = (True, "ScalingDown", "deleting surplus pods")
+    elif scaling_down or draining:
+        progressing = (True, "ScalingDown", f"removing surplus pods ({draining} draining)")
     elif replacing:
         progressing = (
             True,
@@ -485,6 +658,16 @@ def pool_status(
     put(ConditionType.PROGRESSING, *progressing)
     if gpu_problem:
         put(ConditionType.DEGRADED, True, UNSATISFIABLE_GPU_REQUEST, gpu_problem)
+    elif rollout is not None and rollout.degraded is not None:
+        put(ConditionType.DEGRADED, True, *rollout.degraded)
+    elif missing_templates:
+        put(
+            ConditionType.DEGRADED,
+            True,
+            REVISION_UNKNOWN,
+            f"no stored template of revision {', '.join(missing_templates)}: its pods cannot "
+            "be created",
+        )
     elif unschedulable:
         put(
             ConditionType.DEGRADED,
@@ -503,9 +686,11 @@ def pool_status(
             "warm": len(warm),
             "warm_ready": ready_warm,
             "claimed": len(claimed),
+            "draining": draining,
             "unschedulable": len(unschedulable),
-            "current_revision": revision,
+            "current_revision": revision if rollout is None else rollout.stable_revision,
             "update_revision": revision,
+            "rollout": pool.status.rollout if rollout is None else rollout.status,
             "selector": pool_selector(pool.metadata.name, PodState.ACTIVE),
             "revisions": _revision_counts(members, claimed, revision),
             "conditions": conditions,

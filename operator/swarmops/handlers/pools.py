@@ -7,6 +7,13 @@ server-side). Watch events of any of them only put the pool's key on a work queu
 the reconcile reads the pool, its pods and its budget from the indices, asks
 `plan_pool` and `plan_budget` what to do, performs the writes, and patches the status.
 
+Before planning, the reconcile stores the template's revision in a ControllerRevision
+(the stable template must outlive the spec during a rollout) and reads the stable one
+back when the spec no longer holds it, takes the current analysis step's due Prometheus
+measurements, and reads the `swarmops.dev/rollout-action` annotation; after the status
+write it removes that annotation. Draining pods' agents are asked whether they are idle.
+docs/rollout.md has the whole story.
+
 The warm refill is rate-limited per pool by a token bucket in memory
 (`warmPool.refillRate` a second, a second's worth of burst); a restart starts with a
 full bucket, which is at most one second's worth of extra creates.
@@ -28,9 +35,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 import kopf
 from pydantic import ValidationError
 
+from swarmops.agent.contract import agent_endpoint
 from swarmops.api import AgentPool, AgentPoolStatus
 from swarmops.api.agentpool import WarmPoolUpdatePolicy
 from swarmops.api.common import API_VERSION
@@ -38,24 +47,45 @@ from swarmops.core.disruption import BudgetWrite, ObservedBudget, observe_budget
 from swarmops.core.expectations import ExpectedPod, PoolExpectations
 from swarmops.core.gpu import GpuRequest
 from swarmops.core.gpu_fit import GpuNode, fit_event
-from swarmops.core.pods import POOL_LABEL, STATE_LABEL, ObservedPod, PodState, observe_pod
+from swarmops.core.pods import (
+    DRAIN_STARTED_ANNOTATION,
+    POOL_LABEL,
+    STATE_LABEL,
+    ObservedPod,
+    PodState,
+    observe_pod,
+)
 from swarmops.core.pool import (
     PodCreate,
     PodRef,
     PodRelabel,
     PoolPlan,
+    desired_template,
     plan_pool,
+    stored_revision,
+    stored_revision_name,
+    stored_template,
     unschedulable_event,
 )
 from swarmops.core.pool import with_write_failure as degraded
 from swarmops.core.ratelimit import TokenBucket, refill_wait
+from swarmops.core.rediscluster.names import SWARM_LABEL
+from swarmops.core.revision import template_revision
+from swarmops.core.rollout import (
+    ROLLOUT_ACTION_ANNOTATION,
+    MetricsJudgement,
+    due_metrics,
+    judge_metrics,
+    parse_action,
+)
+from swarmops.handlers.agentnotify import request_drain
 from swarmops.handlers.context import Services, services_of
 from swarmops.handlers.gpu_nodes import ALL_GPU_NODES
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.client import KubeClient, PatchType
 from swarmops.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
 from swarmops.kube.events import EventRecorder, EventType, ObjectRef
-from swarmops.kube.resources import AGENTPOOLS, PODDISRUPTIONBUDGETS, PODS
+from swarmops.kube.resources import AGENTPOOLS, CONTROLLERREVISIONS, PODDISRUPTIONBUDGETS, PODS
 from swarmops.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -73,6 +103,10 @@ INITIAL_CREATE_BATCH = 1
 BUDGET_EXPECTATION_SECONDS = 30.0
 # After a failed or contended write, look again soon, then less and less often.
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# How often the agents of draining pods are asked whether they are idle yet.
+DRAIN_POLL_SECONDS = 2.0
+# How long a drain this process started is trusted to show up in the watch.
+DRAIN_EXPECTATION_SECONDS = 30.0
 
 T = TypeVar("T")
 
@@ -122,6 +156,8 @@ class WriteOutcome:
     replaced_unready: int = 0  # warm pods not Ready within the readiness timeout
     replaced_stale: int = 0  # warm pods of an old template (updatePolicy Recreate)
     contended: int = 0  # writes refused because the pod changed under us
+    drained: int = 0  # active pods whose drain started
+    drained_idle: int = 0  # draining pods deleted because their agent was idle
     failure: ApiError | None = None
 
     @property
@@ -168,6 +204,15 @@ class PoolController:
         self._gpu_events: dict[PoolKey, tuple[str, str, str]] = {}
         self._retries: dict[PoolKey, int] = {}
         self._reported_invalid: dict[PoolKey, tuple[str, int]] = {}
+        self._prometheus = services.prometheus
+        # Templates per revision (the current one, and earlier ones read back from
+        # their ControllerRevisions), and the revisions known to be stored, by
+        # (pool uid, revision): they grow with template changes and go with the pool.
+        self._templates: dict[PoolKey, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._stored: dict[PoolKey, set[tuple[str, str]]] = {}
+        # Pods whose drain this process started, until the cache shows the annotation:
+        # uid -> monotonic deadline.
+        self._draining: dict[PoolKey, dict[str, float]] = {}
         self.queue: WorkQueue[PoolKey] = WorkQueue(
             self.reconcile,
             workers=services.settings.workers,
@@ -190,6 +235,9 @@ class PoolController:
         self._refill.pop(key, None)
         self._budgets_created.pop(key, None)
         self._unschedulable_posted.pop(key, None)
+        self._draining.pop(key, None)
+        self._templates.pop(key, None)
+        self._stored.pop(key, None)
         self._metrics.forget_pool(*key)
 
     def pod_changed(self, key: PoolKey, uid: str, deleted: bool) -> None:
@@ -248,6 +296,9 @@ class PoolController:
         expectations = self._expectations.for_pool(key)
         expectations.settle(pods, _monotonic())
         bucket = self._refill_bucket(key, pool)
+        templates = await self._revision_templates(pool)
+        action_value = pool.metadata.annotations.get(ROLLOUT_ACTION_ANNOTATION)
+        action = parse_action(action_value)
         plan = plan_pool(
             pool,
             pods,
@@ -255,11 +306,22 @@ class PoolController:
             now=_utcnow(),
             gpu_nodes=self._gpu_node_list(),
             create_budget=bucket.available(_monotonic()),
+            templates=templates,
+            action=action,
+            metrics=await self._measure(pool),
+            draining=self._draining_uids(key, pods),
         )
         # Spent when planned, not when created: a create the apiserver refuses still
         # counts, so a failing template is retried at the refill pace, not faster.
         warm_creates = sum(1 for c in plan.creates if c.state is PodState.WARM)
         self._refill[key] = bucket.take(warm_creates, _monotonic())
+        written = pool.status
+        if plan.rollout is not None and plan.rollout.status != pool.status.rollout:
+            # Rollout progress first: an operator killed during the pod writes below then
+            # resumes at the step those writes belong to, rather than at the step before
+            # (which could undo them: a lost step 3 means step 2's weight).
+            await self._write_status(pool, plan.status)
+            written = plan.status
         outcome = await self._execute(pool, plan, expectations)
         budget_failure = await self._sync_budget(pool, key, plan.status.claimed)
         status = plan.status
@@ -269,7 +331,11 @@ class PoolController:
             if failure is budget_failure:
                 reason = "DisruptionBudgetWriteFailed"
             status = degraded(pool, status, reason, message, now=_utcnow())
-        await self._write_status(pool, status)
+        await self._write_status(pool, status, written)
+        await self._prune_revisions(pool, status)
+        if action_value is not None:
+            await self._consume_action(pool, action_value, known=action is not None)
+        await self._record_rollout(pool, plan)
         await self._record_events(pool, outcome)
         await self._record_unschedulable(pool, key, status)
         await self._record_gpu_fit(pool, plan.status)
@@ -295,10 +361,14 @@ class PoolController:
         refill = refill_wait(self._refill[key], plan.deferred, _monotonic())
         if refill is not None:
             delay = min(delay, refill)
-        if plan.recheck_at is not None:
-            # A not-Ready warm pod reaches its readiness timeout: no event will say so.
-            until = (plan.recheck_at - _utcnow()).total_seconds()
+        recheck_at = plan.recheck_at
+        if recheck_at is not None:
+            # A timeout, a timed pause, a measurement or a drain deadline comes due: no
+            # event will say so.
+            until = (recheck_at - _utcnow()).total_seconds()
             delay = min(delay, max(0.0, until) + 0.05)
+        if plan.draining:
+            delay = min(delay, DRAIN_POLL_SECONDS)
         if trouble:
             attempt = self._retries.get(key, 0)
             self._retries[key] = attempt + 1
@@ -354,28 +424,246 @@ class PoolController:
                 outcome.contended += 1
                 return
             expectations.expect_deleted(ref.uid, _monotonic())
-            if why == "unready":
+            if why == "idle":
+                outcome.drained_idle += 1
+            elif why == "unready":
                 outcome.replaced_unready += 1
             elif why == "stale":
                 outcome.replaced_stale += 1
             else:
                 outcome.deleted += 1
 
+        key = _key(namespace, pool.metadata.name)
+        drain_started = _utcnow()
+
+        async def drain(ref: PodRef) -> None:
+            # The uid in a merge patch is a precondition: never mark a successor pod.
+            marker = {DRAIN_STARTED_ANNOTATION: _rfc3339(drain_started)}
+            try:
+                await self._client.patch(
+                    PODS,
+                    ref.name,
+                    {"metadata": {"uid": ref.uid, "annotations": marker}},
+                    namespace=namespace,
+                )
+            except (Conflict, NotFound, Invalid):
+                outcome.contended += 1
+                return
+            deadline = _monotonic() + DRAIN_EXPECTATION_SECONDS
+            self._draining.setdefault(key, {})[ref.uid] = deadline
+            outcome.drained += 1
+
         deletes = [
             *((ref, "surplus") for ref in plan.deletes),
             *((ref, "unready") for ref in plan.unready),
             *((ref, "stale") for ref in plan.stale),
         ]
-        try:
-            await self._slow_start(plan.creates, create, "create")
-            await self._batch(plan.relabels, promote, "promote")
-            await self._batch(deletes, delete, "delete")
-        except ApiError as error:
-            outcome.failure = error
-            logger.warning(
-                "AgentPool %s/%s: a pod write failed: %s", namespace, pool.metadata.name, error
-            )
+
+        async def finish_drains() -> None:
+            idle = await self._idle_agents(namespace, plan.draining)
+            await self._batch([(ref, "idle") for ref in idle], delete, "delete")
+
+        # Relabels and removals first: they are what a scale-up, a rollout step and a
+        # rollback are waiting for; new pods (mostly warm refills) take the longest. A
+        # stage the apiserver refuses does not hold back the others: they are independent.
+        stages: tuple[Callable[[], Awaitable[None]], ...] = (
+            lambda: self._batch(plan.relabels, promote, "promote"),
+            lambda: self._batch(deletes, delete, "delete"),
+            lambda: self._batch(plan.drains, drain, "drain"),
+            lambda: self._slow_start(plan.creates, create, "create"),
+            finish_drains,
+        )
+        for stage in stages:
+            try:
+                await stage()
+            except ApiError as error:
+                outcome.failure = outcome.failure or error
+                logger.warning(
+                    "AgentPool %s/%s: a pod write failed: %s", namespace, pool.metadata.name, error
+                )
         return outcome
+
+    async def _idle_agents(self, namespace: str, draining: Sequence[PodRef]) -> list[PodRef]:
+        """The draining pods whose agents say they are idle: safe to delete now. Each is
+        asked to drain (again: it is idempotent), so a busy agent stops taking tasks and
+        becomes idle once its current one is done, rather than at the drain deadline."""
+        if not draining:
+            return []
+
+        async def is_idle(session: aiohttp.ClientSession, ref: PodRef) -> bool:
+            try:
+                body = await self._client.get(PODS, ref.name, namespace)
+            except NotFound:
+                return False
+            endpoint = agent_endpoint(body)
+            if endpoint is None or (body.get("metadata") or {}).get("uid") != ref.uid:
+                return False  # no address yet: the drain deadline decides
+            answer = await request_drain(session, endpoint)
+            return bool(answer and answer.get("idle") is True)
+
+        async with aiohttp.ClientSession() as session:
+            answers = await asyncio.gather(*(is_idle(session, ref) for ref in draining))
+        return [ref for ref, idle in zip(draining, answers, strict=True) if idle]
+
+    def _draining_uids(self, key: PoolKey, pods: Sequence[ObservedPod]) -> frozenset[str]:
+        """Pods this process started draining that the cache may not show so yet."""
+        started = self._draining.get(key)
+        if not started:
+            return frozenset()
+        shown = {p.uid for p in pods if p.drain_started_at is not None}
+        now = _monotonic()
+        for uid in [u for u, deadline in started.items() if u in shown or deadline < now]:
+            del started[uid]
+        return frozenset(started)
+
+    async def _revision_templates(self, pool: AgentPool) -> dict[str, dict[str, Any]]:
+        """Store the current template's revision; the stable revision's template when the
+        spec no longer holds it (during a rollout)."""
+        uid = pool.metadata.uid or ""
+        namespace = pool.metadata.namespace or ""
+        pool_key = _key(namespace, pool.metadata.name)
+        templates = self._templates.setdefault(pool_key, {})
+        stored = self._stored.setdefault(pool_key, set())
+        template = desired_template(pool)
+        revision = template_revision(template)
+        templates[(uid, revision)] = template
+        if (uid, revision) not in stored:
+            try:
+                await self._client.create(
+                    CONTROLLERREVISIONS, stored_revision(pool, template, revision), namespace
+                )
+                stored.add((uid, revision))
+            except AlreadyExists:
+                stored.add((uid, revision))
+            except ApiError as error:
+                # Not fatal to this reconcile: only a later rollback or stable refill
+                # after an operator restart needs it. Tried again on the next reconcile.
+                logger.warning(
+                    "AgentPool %s/%s: storing revision %s failed: %s",
+                    namespace,
+                    pool.metadata.name,
+                    revision,
+                    error,
+                )
+        rollout = pool.status.rollout
+        stable = (rollout.stable_revision if rollout else None) or pool.status.current_revision
+        if not stable or stable == revision:
+            return {}
+        known = templates.get((uid, stable))
+        if known is None:
+            name = stored_revision_name(pool.metadata.name, stable)
+            try:
+                body = await self._client.get(CONTROLLERREVISIONS, name, namespace)
+            except ApiError as error:
+                # The plan reports the revision as unknown (Degraded) and works without it.
+                if not isinstance(error, NotFound):
+                    logger.warning(
+                        "AgentPool %s/%s: reading revision %s failed: %s",
+                        namespace,
+                        pool.metadata.name,
+                        stable,
+                        error,
+                    )
+                return {}
+            known = stored_template(body, stable)
+            if known is None:
+                return {}
+            templates[(uid, stable)] = known
+        return {stable: known}
+
+    async def _prune_revisions(self, pool: AgentPool, status: AgentPoolStatus) -> None:
+        """Delete the stored templates of revisions this status no longer names (an old
+        stable after a promotion, a superseded canary). Only on that transition: one
+        missed by a crash right after the status write stays until the pool goes."""
+
+        def named(of: AgentPoolStatus) -> set[str]:
+            rollout = of.rollout
+            revisions = {of.current_revision, of.update_revision}
+            if rollout is not None:
+                revisions |= {rollout.stable_revision, rollout.canary_revision}
+            return {r for r in revisions if r}
+
+        gone = named(pool.status) - named(status)
+        namespace = pool.metadata.namespace or ""
+        key = _key(namespace, pool.metadata.name)
+        for revision in sorted(gone):
+            self._templates.get(key, {}).pop((pool.metadata.uid or "", revision), None)
+            self._stored.get(key, set()).discard((pool.metadata.uid or "", revision))
+            name = stored_revision_name(pool.metadata.name, revision)
+            try:
+                await self._client.delete(CONTROLLERREVISIONS, name, namespace)
+            except NotFound:
+                pass
+            except ApiError as error:
+                logger.warning(
+                    "AgentPool %s/%s: deleting revision %s failed: %s",
+                    namespace,
+                    pool.metadata.name,
+                    revision,
+                    error,
+                )
+
+    async def _measure(self, pool: AgentPool) -> MetricsJudgement | None:
+        """Take the current analysis step's due measurements and judge them."""
+        rollout = pool.status.rollout
+        if rollout is None:
+            return None
+        now = _utcnow()
+        due = due_metrics(pool.spec, rollout, now)
+        revision = rollout.canary_revision or ""
+        taken = await asyncio.gather(
+            *(self._prometheus.measure(metric, revision=revision, now=now) for metric in due)
+        )
+        judgement = judge_metrics(
+            pool.spec, rollout, {m.name: t for m, t in zip(due, taken, strict=True)}
+        )
+        if judgement is not None and due:
+            self._metrics.rollout_analysis.labels(str(judgement.verdict)).inc()
+        return judgement
+
+    async def _consume_action(self, pool: AgentPool, value: str, *, known: bool) -> None:
+        """Remove the rollout action annotation once acted on (only if it still says so)."""
+        if not known:
+            await self._events.record(
+                _ref(pool),
+                "InvalidRolloutAction",
+                f"{ROLLOUT_ACTION_ANNOTATION}: {value!r} is none of promote, promote-full, "
+                "abort, retry; ignored",
+                EventType.WARNING,
+            )
+        path = "/metadata/annotations/" + ROLLOUT_ACTION_ANNOTATION.replace("~", "~0").replace(
+            "/", "~1"
+        )
+        with contextlib.suppress(Conflict, NotFound, Invalid):
+            await self._client.patch(
+                AGENTPOOLS,
+                pool.metadata.name,
+                [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}],
+                namespace=pool.metadata.namespace,
+                patch_type=PatchType.JSON,
+            )
+
+    async def _record_rollout(self, pool: AgentPool, plan: PoolPlan) -> None:
+        decision = plan.rollout
+        if decision is None:
+            return
+        for event in decision.events:
+            kind = EventType.WARNING if event.warning else EventType.NORMAL
+            await self._events.record(_ref(pool), event.reason, event.message, kind)
+        status = decision.status
+        if status is None:
+            return
+        namespace, name = pool.metadata.namespace or "", pool.metadata.name
+        self._metrics.observe_rollout(
+            namespace,
+            name,
+            phase=str(status.phase),
+            step=status.current_step_index,
+            weight=status.canary_weight,
+        )
+        if decision.finished is not None and status.started_at is not None:
+            took = (_utcnow() - status.started_at).total_seconds()
+            self._metrics.rollout_duration.labels(decision.finished).observe(max(0.0, took))
 
     async def _relabel(self, namespace: str, item: PodRelabel) -> None:
         # Test-and-set on the state label and uid rather than a resourceVersion
@@ -487,9 +775,13 @@ class PoolController:
                 patch_type=PatchType.JSON,
             )
 
-    async def _write_status(self, pool: AgentPool, status: AgentPoolStatus) -> None:
+    async def _write_status(
+        self, pool: AgentPool, status: AgentPoolStatus, written: AgentPoolStatus | None = None
+    ) -> None:
+        """Patch the status unless it equals what is there (`written`: what this
+        reconcile already wrote, else the cached status)."""
         wire = status.to_wire()
-        if wire == pool.status.to_wire():
+        if wire == (written or pool.status).to_wire():
             return
         with contextlib.suppress(NotFound):  # deleted meanwhile: nothing to report on
             await self._client.patch(
@@ -518,6 +810,18 @@ class PoolController:
         if outcome.deleted:
             await self._events.record(
                 about, "PodsDeleted", f"Deleted {outcome.deleted} surplus pods"
+            )
+        if outcome.drained:
+            timeout = pool.spec.rollout.drain_timeout_seconds
+            await self._events.record(
+                about,
+                "PodsDraining",
+                f"Draining {outcome.drained} active pods: removed once their agents are idle, "
+                f"or after {timeout}s",
+            )
+        if outcome.drained_idle:
+            await self._events.record(
+                about, "DrainedPodsDeleted", f"Deleted {outcome.drained_idle} drained idle pods"
             )
         if outcome.replaced_unready:
             timeout = pool.spec.warm_pool.readiness_timeout_seconds
@@ -603,6 +907,10 @@ def _monotonic() -> float:
     return time.monotonic()
 
 
+def _rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -647,11 +955,28 @@ async def on_budget_event(namespace: str | None, labels: kopf.Labels, memo: Any,
 
 
 async def on_pod_event(
-    event: kopf.RawEvent, namespace: str | None, labels: kopf.Labels, uid: str, memo: Any, **_: Any
+    *,
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str | None,
+    labels: kopf.Labels,
+    uid: str,
+    memo: Any,
+    **_: Any,
 ) -> None:
-    controller = services_of(memo).pool_controller()
+    """The one handler of pool pods' events, for the pools, the claims and the swarms
+    alike: pod events are the operator's most frequent, and kopf does bookkeeping per
+    handler."""
+    services = services_of(memo)
     deleted = event.get("type") == "DELETED"
-    controller.pod_changed(_key(namespace, labels[POOL_LABEL]), uid, deleted)
+    services.pool_controller().pod_changed(_key(namespace, labels[POOL_LABEL]), uid, deleted)
+    if services.claims is not None:
+        services.claims.pod_changed(observe_pod(body), labels, body, deleted)
+    swarm = labels.get(SWARM_LABEL)
+    if deleted and swarm and services.swarms is not None:
+        # A stopping pool is stopped once its last pod is gone, which its AgentPool's
+        # status (already at 0) does not show.
+        services.swarms.swarm_changed((namespace or "", swarm))
 
 
 def register(registry: kopf.OperatorRegistry, *, disruption_budgets: bool = True) -> None:

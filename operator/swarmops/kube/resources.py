@@ -56,3 +56,8 @@ NETWORKPOLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "Networ
 AGENTPOOLS = Resource("swarmops.dev", "v1alpha1", "agentpools", "AgentPool")
 AGENTCLAIMS = Resource("swarmops.dev", "v1alpha1", "agentclaims", "AgentClaim")
 REDISCLUSTERS = Resource("swarmops.dev", "v1alpha1", "redisclusters", "RedisCluster")
+SWARMS = Resource("swarmops.dev", "v1alpha1", "swarms", "Swarm")
+PRIORITYCLASSES = Resource(
+    "scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", namespaced=False
+)
+CONTROLLERREVISIONS = Resource("apps", "v1", "controllerrevisions", "ControllerRevision")
