@@ -5,49 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from swarmops.runtime import OperatorThread
-from swarmops.testbed.binaries import repository_root
 from swarmops.testbed.cluster import TestBed
 from swarmops.testbed.processes import wait_until
-
-RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
-# The chart's read access to nodes (cluster-scoped), for GPU requests.
-NODE_RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding")
-
-
-def service_account_kubeconfig(
-    testbed: TestBed,
-    watched: str,
-    home: str,
-    path: Path,
-    kinds: tuple[str, ...] = RBAC_KINDS,
-) -> str:
-    """Install the chart's RBAC (of `kinds`) for one watched namespace; a kubeconfig with
-    its token."""
-    rendered = testbed.helm(
-        "template",
-        "swarmops",
-        str(repository_root() / "helm" / "swarmops"),
-        "--namespace",
-        home,
-        "--set",
-        f"watchNamespaces={{{watched}}}",
-    ).stdout
-    objects = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in kinds]
-    assert {doc["kind"] for doc in objects} == set(kinds)
-    testbed.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
-    account = next(doc for doc in objects if doc["kind"] == "ServiceAccount")["metadata"]["name"]
-    token = testbed.kubectl("create", "token", account, "-n", home).stdout.strip()
-    config: dict[str, Any] = yaml.safe_load(testbed.kubeconfig.read_text())
-    config["users"] = [{"name": account, "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = account
-    path.write_text(yaml.safe_dump(config))
-    return f"system:serviceaccount:{home}:{account}"
+from swarmops.testbed.rbac import NAMESPACED_KINDS, NODE_KINDS, install_chart_account
 
 
 @pytest.mark.e2e
@@ -58,10 +23,8 @@ def test_operator_reconciles_with_the_charts_namespaced_role(
     operator_log: Callable[[], str],
     tmp_path: Path,
 ) -> None:
-    home = f"{namespace[:50]}-sys"
-    testbed.namespace_ready(home)
-    kubeconfig = tmp_path / "operator.kubeconfig"
-    user = service_account_kubeconfig(testbed, namespace, home, kubeconfig)
+    account = install_chart_account(testbed, namespace, tmp_path / "operator.kubeconfig")
+    kubeconfig, user = account.kubeconfig, account.user
     # Precondition: the account really is restricted (no cluster-wide reads).
     can_list = testbed.kubectl("auth", "can-i", "list", "namespaces", f"--as={user}", check=False)
     assert can_list.stdout.strip() == "no"
@@ -110,12 +73,10 @@ def test_the_charts_node_access_lets_the_operator_judge_gpu_requests(
     operator_log: Callable[[], str],
     tmp_path: Path,
 ) -> None:
-    home = f"{namespace[:50]}-sys"
-    testbed.namespace_ready(home)
-    kubeconfig = tmp_path / "operator.kubeconfig"
-    kinds = RBAC_KINDS + NODE_RBAC_KINDS
-    user = service_account_kubeconfig(testbed, namespace, home, kubeconfig, kinds)
-    cluster_wide = f"swarmops-{home}-nodes"[:63].rstrip("-")
+    kinds = NAMESPACED_KINDS + NODE_KINDS
+    account = install_chart_account(testbed, namespace, tmp_path / "operator.kubeconfig", kinds)
+    kubeconfig, user = account.kubeconfig, account.user
+    cluster_wide = f"swarmops-{account.home}-nodes"[:63].rstrip("-")
     try:
         testbed.kubectl("get", "clusterrole,clusterrolebinding", cluster_wide)  # the name is right
         for verb, allowed in (("watch", "yes"), ("patch", "no")):
@@ -161,10 +122,8 @@ def test_a_redis_cluster_forms_under_the_charts_namespaced_role(
 ) -> None:
     from swarmops.testbed import redisbed  # noqa: PLC0415 (only this test needs it)
 
-    home = f"{namespace[:50]}-sys"
-    testbed.namespace_ready(home)
-    kubeconfig = tmp_path / "operator.kubeconfig"
-    user = service_account_kubeconfig(testbed, namespace, home, kubeconfig)
+    account = install_chart_account(testbed, namespace, tmp_path / "operator.kubeconfig")
+    kubeconfig, user = account.kubeconfig, account.user
     # The password Secret is read by name, never listed.
     listing = testbed.kubectl(
         "auth", "can-i", "list", "secrets", f"--as={user}", "-n", namespace, check=False

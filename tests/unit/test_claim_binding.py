@@ -18,12 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarmops.api import AgentClaim, AgentPool
+from swarmops.core.agentenv import agent_pod
 from swarmops.core.claims import (
     BOUND_AT_ANNOTATION,
     RETAIN_FINALIZER,
     WARM_HIT_ANNOTATION,
     bind_patch,
-    choose_warm_pod,
     claim_owner_reference,
     cold_start_manifest,
     cold_start_name,
@@ -45,6 +45,7 @@ from swarmops.core.pods import (
 )
 from swarmops.core.pool import desired_template
 from swarmops.core.testing import POOL_UID, T0, make_claim, make_pod, make_pool
+from swarmops.core.warmpods import choose_warm_pod
 
 WARM, CLAIMED, ACTIVE = PodState.WARM, PodState.CLAIMED, PodState.ACTIVE
 NOW = T0 + datetime.timedelta(hours=1)
@@ -421,7 +422,8 @@ def test_a_cold_start_is_the_pools_pod_born_claimed_and_owned_by_the_claim() -> 
         BOUND_AT_ANNOTATION: "2026-01-01T01:00:00.000Z",
         WARM_HIT_ANNOTATION: "false",
     }
-    assert manifest["spec"] == desired_template(pool)["spec"]
+    # The template's spec, with the agent's environment (core/agentenv.py).
+    assert manifest["spec"] == agent_pod(pool, desired_template(pool))["spec"]
     assert observe_claimed_pod(manifest).warm_hit is False
 
 

@@ -176,6 +176,17 @@ def test_a_refused_pod_write_keeps_the_claim_pending_and_degraded() -> None:
     assert conditions(status)["Degraded"] == ("True", "BindFailed")
 
 
+def test_a_pod_write_refused_until_the_deadline_fails_the_claim_with_the_refusal() -> None:
+    claim = make_claim(bind_timeout=5)
+    refused = bind_failed_status(claim, claim.status, "exceeded quota: pods=10", now=SOON)
+    result = plan(claim, status=refused, now=T0 + datetime.timedelta(seconds=6))
+    assert result.bind is None and result.status.phase is ClaimPhase.FAILED
+    bound = result.status.condition("Bound")
+    assert bound is not None and bound.reason == "BindFailed"
+    assert bound.message == "exceeded quota: pods=10; gave up after 5s"
+    assert [e.reason for e in claim_events(refused, result.status)] == ["BindFailed"]
+
+
 # --- Bound ------------------------------------------------------------------------------------
 
 

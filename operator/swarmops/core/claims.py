@@ -1,4 +1,4 @@
-"""AgentClaim decisions: which warm pod a claim gets, the writes that bind it, and status.
+"""AgentClaim decisions: which pods qualify, the writes that bind one, and the status.
 
 Everything here is pure: the handler (handlers/claims.py) reads kopf's indices, asks
 these functions what to do, performs the writes and patches the status.
@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -148,7 +147,7 @@ def observe_claimed_pod(body: Mapping[str, Any]) -> ClaimedPod:
     )
 
 
-# --- choosing a warm pod -----------------------------------------------------------------------
+# --- which warm pods qualify (the choice among them: core/warmpods.py) ------------------------
 
 
 def pool_revision(pool: AgentPool) -> str:
@@ -171,56 +170,6 @@ def missing_capabilities(pool: AgentPool, claim: AgentClaim) -> list[str]:
     """What the claim asks for that the pool does not offer (empty: a match)."""
     offered = set(pool.spec.capabilities)
     return sorted(c for c in set(claim.spec.capabilities) if c not in offered)
-
-
-def choose_warm_pod(
-    pods: Iterable[ObservedPod],
-    *,
-    pool_name: str,
-    pool_uid: str | None,
-    revision: str | None = None,
-    reserved: Collection[str] = (),
-    skip: Collection[str] = (),
-) -> ObservedPod | None:
-    """The warm pod to hand out next, or None.
-
-    Candidates: the pool's own (controller) warm pods, alive and Ready, of `revision`
-    when one is required, not `reserved` (binds in flight in this process) nor
-    `skip`ped (lost races). Among them: the node holding the fewest claimed pods of
-    the pool first (claims spread across nodes), then the oldest (warmed longest).
-    """
-    # One pass, keeping only the oldest candidate per node: this runs once per bind over
-    # every pod of the pool (thousands), so it is written for speed. The same choice as
-    # min(candidates, key=(load of its node, created, name)), since load is per node.
-    load: Counter[str] = Counter()
-    oldest: dict[str, tuple[datetime.datetime, str, ObservedPod]] = {}
-    claimed, warm = PodState.CLAIMED, PodState.WARM
-    for pod in pods:
-        if pod.pool != pool_name or pod.terminating or pod.phase in _FINISHED:
-            continue
-        state = pod.state
-        if state is claimed or pod.uid in reserved:
-            load[pod.node_name or ""] += 1
-        elif (
-            state is warm
-            and pod.ready
-            and pod.controller_uid == pool_uid
-            and (revision is None or pod.revision == revision)
-            and pod.uid not in skip
-        ):
-            node = pod.node_name or ""
-            rank = (pod.created or _EPOCH, pod.name, pod)
-            best = oldest.get(node)
-            if best is None or rank[:2] < best[:2]:
-                oldest[node] = rank
-    if not oldest:
-        return None
-    node = min(oldest, key=lambda n: (load[n], oldest[n][0], oldest[n][1]))
-    return oldest[node][2]
-
-
-_EPOCH: Final = datetime.datetime.min.replace(tzinfo=datetime.UTC)
-_FINISHED: Final = frozenset({"Succeeded", "Failed"})  # phases of pods that are not alive
 
 
 # --- the writes ----------------------------------------------------------------------------
@@ -681,14 +630,16 @@ def plan_claim(
             blocked=True,
         )
     if expired:
+        reason, message = (
+            ClaimReason.BIND_TIMEOUT,
+            f"no warm pod of AgentPool {pool_name} became Ready within {timeout}s",
+        )
+        last = find_condition(status.conditions, BOUND)
+        if last is not None and last.reason == ClaimReason.BIND_FAILED:
+            # The apiserver kept refusing the pod write: that, not the wait, is the cause.
+            reason, message = ClaimReason.BIND_FAILED, f"{last.message}; gave up after {timeout}s"
         return ClaimPlan(
-            failed_status(
-                claim,
-                status,
-                ClaimReason.BIND_TIMEOUT,
-                f"no warm pod of AgentPool {pool_name} became Ready within {timeout}s",
-                now=now,
-            ),
+            failed_status(claim, status, reason, message, now=now),
             finalizer=drop_finalizer,
         )
     cold = claim.spec.when_no_warm_pod is WhenNoWarmPod.COLD_START

@@ -21,7 +21,13 @@ bind. What memory holds:
   cache never turns into a duplicated Event or a phase going backwards;
 * which Pending claims wait for a warm pod of which pool, to wake them (oldest first)
   when one becomes Ready, and which are blocked on their pool, to wake them when it
-  changes. Every Pending claim also has a timer at its bind deadline.
+  changes. Every Pending claim also has a timer at its bind deadline;
+* per pool, its warm pods in the order they are handed out (core/warmpods.py), built
+  from the pool pods' index at the pool's first bind and kept current by pod events,
+  so a bind does not scan the pool. It only picks the pod to try.
+
+Pod events come from the pools' pod handler (handlers/pools.py), which feeds both
+controllers: kopf's bookkeeping per handler invocation is paid once per event, not twice.
 
 No kopf resource handler with state is used, so kopf writes nothing onto the claims.
 The only finalizer is SwarmOps' own, on claims whose pod outlives them (Retain).
@@ -53,7 +59,6 @@ from swarmops.core.claims import (
     bind_failed_status,
     bind_patch,
     bound_status,
-    choose_warm_pod,
     claim_events,
     cold_start_manifest,
     finalizer_patch,
@@ -65,8 +70,9 @@ from swarmops.core.claims import (
     release_patch,
     required_revision,
 )
-from swarmops.core.pods import CLAIM_LABEL, POOL_LABEL, STATE_LABEL, ObservedPod, PodState
+from swarmops.core.pods import CLAIM_LABEL, ObservedPod, PodState
 from swarmops.core.ratelimit import TokenBucket
+from swarmops.core.warmpods import WarmPods
 from swarmops.handlers.agentnotify import AgentNotifier, assignment_for_pod, claim_info
 from swarmops.handlers.context import Services, services_of
 from swarmops.handlers.pools import POOL_PODS_INDEX, POOLS_INDEX, InvalidPool, PoolEntry
@@ -122,7 +128,7 @@ ClaimEntry = AgentClaim | InvalidClaim
 
 def parse_claim(body: Any) -> ClaimEntry:
     try:
-        return AgentClaim.from_body(body)
+        return AgentClaim.from_body(_without_managed_fields(body))
     except ValidationError as error:
         metadata = body.get("metadata") or {}
         first = error.errors(include_url=False)[0]
@@ -134,6 +140,13 @@ def parse_claim(body: Any) -> ClaimEntry:
             generation=int(metadata.get("generation") or 0),
             message=f"{where}: {first['msg']}",
         )
+
+
+def _without_managed_fields(body: Any) -> dict[str, Any]:
+    """The body less metadata.managedFields: nothing reads them, and copying them out of
+    kopf's views was a third of parsing a claim, on every claim event (py-spy)."""
+    metadata = body.get("metadata") or {}
+    return {**body, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
 
 
 def _lost_race(error: ApiError) -> bool:
@@ -180,6 +193,10 @@ class ClaimController:
         self._claim_pods = claim_pods
         self._pools = pools
         self._pool_pods = pool_pods
+        # Per pool, its pods ordered for the next bind: built from the pool pods' index
+        # at the pool's first bind, then kept current by pod events (`pod_changed`).
+        self._warm: dict[PoolKey, WarmPods] = {}
+        self._warm_pool_of: dict[str, PoolKey] = {}  # pod uid -> the WarmPods holding it
         self._reserved: dict[str, float] = {}  # pod uid -> monotonic deadline
         self._just_bound: dict[str, tuple[ClaimedPod, float]] = {}  # claim uid -> pod
         self._released: dict[str, float] = {}  # pod uid -> deadline (Retain, leaving the watch)
@@ -219,21 +236,49 @@ class ClaimController:
         self.queue.forget(key)
         self._forget(key, uid)
 
-    def pod_changed(self, namespace: str, labels: Any, body: Any, uid: str, deleted: bool) -> None:
+    def pod_changed(self, pod: ObservedPod, labels: Any, body: Any, deleted: bool) -> None:
+        namespace, uid = pod.namespace, pod.uid
         claim = labels.get(CLAIM_LABEL)
         if claim:
             self.queue.add((namespace, claim))
-        state = labels.get(STATE_LABEL)
-        if deleted or state != PodState.WARM:
+        self._index_warm(pod, deleted)
+        if deleted or pod.state is not PodState.WARM:
             # The watch shows what this process wrote (or the pod is gone): the cache now
             # keeps the pod off every candidate list by itself.
             self._reserved.pop(uid, None)
-        elif _is_ready(body) and not (body.get("metadata") or {}).get("deletionTimestamp"):
-            self._wake_waiting((namespace, labels.get(POOL_LABEL, "")))
+        elif pod.ready and not pod.terminating:
+            self._wake_waiting((namespace, pod.pool or ""))
         if deleted:
             self._notifier.forget(uid)
-        elif _is_ready(body) and not (body.get("metadata") or {}).get("deletionTimestamp"):
+        elif pod.ready and not pod.terminating:
             self._tell_agent(namespace, claim, body)
+
+    def _index_warm(self, pod: ObservedPod, deleted: bool) -> None:
+        """Keep the pools' WarmPods current; pools without one are built when needed."""
+        key = (pod.namespace, pod.pool or "")
+        held_by = self._warm_pool_of.get(pod.uid)
+        if held_by is not None and (deleted or held_by != key):
+            self._unindex_warm(held_by, pod.uid)
+        warm = None if deleted else self._warm.get(key)
+        if warm is not None:
+            warm.update(pod)
+            self._warm_pool_of[pod.uid] = key
+
+    def _unindex_warm(self, pool: PoolKey, uid: str) -> None:
+        self._warm_pool_of.pop(uid, None)
+        warm = self._warm.get(pool)
+        if warm is not None:
+            warm.remove(uid)
+
+    def _warm_pods(self, pool: PoolKey) -> WarmPods:
+        warm = self._warm.get(pool)
+        if warm is None:
+            # From kopf's index, which every pod event has updated before it reaches
+            # `pod_changed`: from here on the events keep it current.
+            pods = list(self._pool_pods.get(pool, ()))
+            warm = self._warm[pool] = WarmPods.of(pods)
+            self._warm_pool_of.update((pod.uid, pool) for pod in pods)
+        return warm
 
     # --- the agents' hand-off (handlers/agentnotify.py) ---------------------------------------
 
@@ -260,6 +305,7 @@ class ClaimController:
         for claim in self._blocked.get(key, ()):
             self.queue.add(claim)
         if deleted:
+            self._drop_warm(key)
             for claim in self._waiting.get(key, {}):
                 self.queue.add(claim)
         else:
@@ -279,6 +325,12 @@ class ClaimController:
                 self._woken.add(claim)
                 self.queue.add(claim)
                 return
+
+    def _drop_warm(self, pool: PoolKey) -> None:
+        warm = self._warm.pop(pool, None)
+        if warm is not None:
+            for uid in [u for u, held_by in self._warm_pool_of.items() if held_by == pool]:
+                del self._warm_pool_of[uid]
 
     def _forget(self, key: ClaimKey, uid: str | None) -> None:
         self._woken.discard(key)
@@ -449,9 +501,7 @@ class ClaimController:
             now = _monotonic()
             # Choose and reserve with no await in between: this process's other
             # reconciles see the reservation before they choose.
-            pod = choose_warm_pod(
-                self._pool_pods.get(pool_key, ()),
-                pool_name=pool.metadata.name,
+            pod = self._warm_pods(pool_key).choose(
                 pool_uid=pool.metadata.uid,
                 revision=revision,
                 reserved=self._live_reservations(now),
@@ -470,6 +520,9 @@ class ClaimController:
                 )
             except ApiError as error:
                 self._reserved.pop(pod.uid, None)
+                if isinstance(error, NotFound):
+                    # Gone without a watch event this process saw (a relist): forget it.
+                    self._unindex_warm(pool_key, pod.uid)
                 if not _lost_race(error):
                     self._metrics.pod_operations.labels("claim", "error").inc()
                     logger.warning(
@@ -691,16 +744,6 @@ class ClaimController:
         await self._events.record(about, "InvalidSpec", claim.message, EventType.WARNING)
 
 
-def _is_ready(body: Any) -> bool:
-    status = body.get("status") or {}
-    if status.get("phase") != "Running":
-        return False
-    return any(
-        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-
-
 def _single(values: Iterable[T]) -> T | None:
     return next(iter(values), None)
 
@@ -739,20 +782,6 @@ async def on_claim_event(
         controller.claim_changed(key, uid)
 
 
-async def on_pod_event(
-    *,
-    event: kopf.RawEvent,
-    body: kopf.Body,
-    namespace: str | None,
-    labels: kopf.Labels,
-    uid: str,
-    memo: Any,
-    **_: Any,
-) -> None:
-    controller = services_of(memo).claim_controller()
-    controller.pod_changed(namespace or "", labels, body, uid, event.get("type") == "DELETED")
-
-
 async def on_pool_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
@@ -772,9 +801,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.event(group, version, "agentclaims", id="claims/claim", registry=registry)(
         on_claim_event
     )
-    kopf.on.event(
-        "v1", "pods", id="claims/pod", labels={POOL_LABEL: kopf.PRESENT}, registry=registry
-    )(on_pod_event)
+    # Pod events reach `ClaimController.pod_changed` through the pools' pod handler: one
+    # kopf handler invocation per pod event, not one per controller.
     kopf.on.event(group, version, "agentpools", id="claims/pool", registry=registry)(on_pool_event)
 
 
