@@ -18,6 +18,9 @@ runs agent pods), then, on a queue of each phase's own:
    `tasks_effective_twice` = keys completed more than once (the `completed` counter
    minus unique keys; must be 0), `tasks_run_twice` = tasks re-run after the kill.
 
+Every phase also reports its tasks whose result is an error (`*tasks_failed`, must be 0:
+the sample handler fails only when asked to), e.g. dead-lettered as delivered too often.
+
 The claim hand-off latency (`claim_to_agent_aware_ms`) needs the operator and the test
 bed: tests/e2e/test_agent_handoff.py measures and logs it.
 
@@ -44,7 +47,7 @@ import tempfile
 import time
 from typing import Any
 
-from swarmops.agent import Priority, TaskQueue, connect, redis_config
+from swarmops.agent import Priority, TaskQueue, TaskResult, connect, redis_config
 from swarmops.agent.redisconn import RedisClient
 from swarmops.testbed.agentbed import AgentProcess, RedisServer
 
@@ -57,14 +60,22 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[index], 2)
 
 
-async def backlog(redis: RedisClient, tasks: int) -> list[str]:
+def failed(results: dict[str, TaskResult]) -> int:
+    """Tasks whose result is an error (a handler error, or dead-lettered): lost work too,
+    though they have a result. The sample handler fails only when asked to."""
+    return sum(1 for result in results.values() if not result.ok)
+
+
+async def backlog(redis: RedisClient, tasks: int, name: str = "bench-throughput") -> list[str]:
     """Queue `tasks` before any agent runs, so the drain measures the agents alone."""
-    queue = TaskQueue(redis, "bench-throughput")
+    queue = TaskQueue(redis, name)
     return await queue.submit_many([({"value": i}, Priority(i % 4), None) for i in range(tasks)])
 
 
-async def throughput(redis: RedisClient, keys: list[str]) -> dict[str, Any]:
-    queue = TaskQueue(redis, "bench-throughput")
+async def throughput(
+    redis: RedisClient, keys: list[str], name: str = "bench-throughput"
+) -> dict[str, Any]:
+    queue = TaskQueue(redis, name)
     results = await queue.wait(keys, 600)
     first = min(r.started_ms or 0 for r in results.values())
     last = max(r.finished_ms or 0 for r in results.values())
@@ -72,12 +83,15 @@ async def throughput(redis: RedisClient, keys: list[str]) -> dict[str, Any]:
         "tasks": len(keys),
         "tasks_per_s": round(len(results) / max((last - first) / 1000, 1e-3), 1),
         "throughput_tasks_lost": len(keys) - len(results),
+        "throughput_tasks_failed": failed(results),
     }
 
 
-async def steady(redis: RedisClient, rate: float, seconds: float) -> dict[str, Any]:
+async def steady(
+    redis: RedisClient, rate: float, seconds: float, name: str = "bench-throughput"
+) -> dict[str, Any]:
     """Open loop: task i is submitted at start + i/rate, whatever happened before."""
-    queue = TaskQueue(redis, "bench-throughput")
+    queue = TaskQueue(redis, name)
     loop = asyncio.get_running_loop()
     start = loop.time()
     pending: list[asyncio.Task[str]] = []
@@ -92,11 +106,14 @@ async def steady(redis: RedisClient, rate: float, seconds: float) -> dict[str, A
         "task_p50_ms": percentile(latencies, 50),
         "task_p99_ms": percentile(latencies, 99),
         "steady_tasks_lost": len(keys) - len(results),
+        "steady_tasks_failed": failed(results),
     }
 
 
-async def flood(redis: RedisClient, size: int, task_ms: float) -> dict[str, Any]:
-    queue = TaskQueue(redis, "bench-flood")
+async def flood(
+    redis: RedisClient, size: int, task_ms: float, name: str = "bench-flood"
+) -> dict[str, Any]:
+    queue = TaskQueue(redis, name)
     flood_keys = list(
         await asyncio.gather(
             *(queue.submit({"value": 1, "sleep": task_ms / 1000}, Priority.P3) for _ in range(size))
@@ -128,6 +145,7 @@ async def flood(redis: RedisClient, size: int, task_ms: float) -> dict[str, Any]
         "p0_p99_ms_under_p3_flood": percentile(waits, 99),
         "p3_p50_wait_ms_in_flood": percentile(p3_waits, 50),
         "flood_tasks_lost": len(urgent) + size - len(results),
+        "flood_tasks_failed": failed(results),
     }
 
 
@@ -154,7 +172,12 @@ async def crash(
     return {
         "crash_tasks": tasks,
         "tasks_lost": tasks - len(results),
-        "tasks_effective_twice": stats.counters.get("completed", 0) - len(results),
+        # First completions, ok or not (a result and its count are written together).
+        "tasks_effective_twice": sum(
+            stats.counters.get(name, 0) for name in ("completed", "failed", "dead")
+        )
+        - len(results),
+        "tasks_failed": failed(results),
         "tasks_run_twice": sum(1 for n in executions if n > 1),
     }
 

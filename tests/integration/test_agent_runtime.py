@@ -19,11 +19,17 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import aiohttp
 import pytest
 
 from swarmops.agent import Priority, TaskQueue, TaskResult, alive_agents, connect, redis_config
+from swarmops.agent.config import load_config
+from swarmops.agent.contract import AgentEndpoint
+from swarmops.agent.examples import work
 from swarmops.agent.keys import GROUP
 from swarmops.agent.redisconn import RedisClient
+from swarmops.agent.worker import Agent
+from swarmops.handlers.agentnotify import agent_status, request_drain
 from swarmops.testbed.agentbed import AgentProcess, RedisServer, redis_server
 from swarmops.testbed.localredis import LocalCluster, Loop, local_cluster_body
 from swarmops.testbed.processes import free_port, wait_until
@@ -128,20 +134,28 @@ def test_leases_renewals_release_and_reclaim(server: RedisServer) -> None:
         redis = await client_for(server)
         queue = TaskQueue(redis, "lease")
         await queue.submit("x", Priority.P1, "k")
-        held = await queue.take("dead-agent", list(Priority))
-        assert held is not None
+        taken = await queue.take("dead-agent", list(Priority))
+        assert taken is not None
+        held = await queue.start(taken)
+        assert held is not None and held.deliveries == 1
         await asyncio.sleep(0.3)
         assert await queue.renew("dead-agent", held)  # renewal resets the idle time
         assert await queue.reclaim("other", Priority.P1, 0.25) == []
         await asyncio.sleep(0.3)  # no renewal: the lease runs out
-        taken = await queue.reclaim("other", Priority.P1, 0.25)
-        assert [(d.key, d.deliveries) for d in taken] == [("k", 2)]
+        reclaimed = await queue.reclaim("other", Priority.P1, 0.25)
+        assert [d.key for d in reclaimed] == ["k"]
         # The old holder's late renewal must not take the task back.
         assert not await queue.renew("dead-agent", held)
-        # Released: reclaimable at once, however long the visibility timeout.
-        assert await queue.release("other", taken[0], 30.0)
+        # Released unstarted: reclaimable at once, however long the visibility timeout,
+        # and no delivery spent (Redis's own counter, raised by XAUTOCLAIM, is not it).
+        assert await queue.release("other", reclaimed[0], 30.0)
         again = await queue.reclaim("third", Priority.P1, 30.0)
-        assert [d.deliveries for d in again] == [3]
+        second = await queue.start(again[0])
+        assert second is not None and second.deliveries == 2
+        # Completed: its attempts are forgotten with it.
+        assert await queue.complete(second, TaskResult("k", True))
+        assert await redis.hgetall(queue.keys.attempts) == {}
+        assert await queue.start(again[0]) is None  # done: nothing more to run
         await redis.aclose()
 
     run(scenario())
@@ -154,11 +168,13 @@ def test_a_task_that_keeps_killing_agents_is_dead_lettered(
         redis = await client_for(server)
         queue = TaskQueue(redis, "poison")
         await queue.submit({"value": 1}, Priority.P2, "poison-1")
-        # Three consumers took it and died (a delivery each), never acknowledging.
+        # Three consumers took it, started its handler (a delivery each) and died, never
+        # acknowledging.
         for consumer in ("gone-1", "gone-2", "gone-3"):
-            await redis.xautoclaim(queue.keys.stream(Priority.P2), GROUP, consumer, 0, "0-0")
-            if consumer == "gone-1":
-                await queue.take(consumer, list(Priority))
+            taken = await queue.take(consumer, list(Priority))
+            if taken is None:
+                [taken] = await queue.reclaim(consumer, Priority.P2, 0)
+            assert await queue.start(taken) is not None
         await redis.aclose()
 
     run(scenario())
@@ -177,6 +193,65 @@ def test_a_task_that_keeps_killing_agents_is_dead_lettered(
 
     result = run(check())
     assert not result.ok and result.error_type == "DeliveredTooOften"
+
+
+def test_a_task_given_back_unstarted_spends_no_delivery(server: RedisServer) -> None:
+    """The cause of tasks dead-lettered without having run (bench/swarm.py, 5 of 2,000):
+    an agent whose look for work reclaims a lapsed P3 task and then finds a fresh P0 one
+    runs the P0 and gives the P3 back, reclaimable at once. Each take-over (XAUTOCLAIM)
+    raises Redis's delivery counter, so a task bounced between agents under a P3 backlog
+    with P0 arrivals passed maxDeliveries unstarted. Deliveries count handler starts.
+
+    In-process agents, one at a time: an agent's first look always scans for lapsed
+    leases, and the long visibility timeout keeps it from scanning again while it runs."""
+    limit = 2
+
+    def agent(name: str) -> Agent:
+        config = load_config(
+            {
+                "handler": WORK,
+                "name": name,
+                "port": 0,
+                "bind_address": "127.0.0.1",
+                "max_deliveries": limit,
+                "visibility_timeout": 600,
+            },
+            {**server.env(), "SWARMOPS_QUEUE": "bounce"},
+        )
+        return Agent(config, handler=work)
+
+    async def serve_until(worker: Agent, queue: TaskQueue, key: str) -> TaskResult:
+        running = asyncio.ensure_future(worker.run())
+        try:
+            return (await queue.wait([key], 60))[key]
+        finally:
+            worker.stop()
+            assert await running == 0
+
+    async def scenario() -> None:
+        redis = await client_for(server)
+        queue = TaskQueue(redis, "bounce")
+        await queue.submit({"value": 3}, Priority.P3, "bounced")
+        # Its first holder gave it back unstarted (as a drain does): reclaimable now.
+        first = await queue.take("first-holder", list(Priority))
+        assert first is not None and await queue.release("first-holder", first, 600)
+        for round_ in range(limit + 2):
+            key = f"urgent-{round_}"
+            await queue.submit({"value": round_}, Priority.P0, key)
+            urgent = await serve_until(agent(f"busy-{round_}"), queue, key)
+            assert urgent.ok and urgent.deliveries == 1
+            assert await queue.result("bounced") is None, "dead-lettered without a run"
+        [pending] = await redis.xpending_range(queue.keys.stream(Priority.P3), GROUP, "-", "+", 1)
+        assert int(pending["times_delivered"]) > limit  # Redis's count: reads, not runs
+        assert "bounced" not in await executions(redis, "bounce")
+        result = await serve_until(agent("idle"), queue, "bounced")
+        assert result.ok and result.value["square"] == 9
+        assert result.deliveries == 1 and result.agent == "idle"
+        assert (await executions(redis, "bounce"))["bounced"] == 1
+        assert await redis.xlen(queue.keys.dead) == 0
+        await redis.aclose()
+
+    run(scenario())
 
 
 # --- agents as processes ---------------------------------------------------------------------
@@ -355,6 +430,54 @@ def test_sigterm_finishes_the_current_task_then_exits(
         await redis.aclose()
 
     run(check())
+
+
+def test_a_drain_request_finishes_the_task_in_hand_and_takes_no_other(
+    server: RedisServer, agents: Callable[..., AgentProcess]
+) -> None:
+    """The operator's side (`request_drain`, what a rollout or a stopping swarm sends)
+    against a real agent process: busy → draining, not idle; the task in hand completes;
+    then idle, still running and answering, taking nothing more; a request naming another
+    pod (an address reused) is refused and drains nothing."""
+    env = {**server.env(), "SWARMOPS_QUEUE": "asked"}
+    agent = agents("asked", env).wait_ready()
+    endpoint = AgentEndpoint(
+        pod="asked", namespace="team", pod_uid="", ip=agent.ip, port=agent.port
+    )
+    stranger = AgentEndpoint(
+        pod="someone-else", namespace="team", pod_uid="", ip=agent.ip, port=agent.port
+    )
+
+    async def scenario() -> None:
+        redis = await client_for(server)
+        queue = TaskQueue(redis, "asked")
+        await queue.submit({"value": 3, "sleep": 2}, Priority.P1, "in-hand")
+        await started(redis, "asked", "in-hand")
+        async with aiohttp.ClientSession() as session:
+            assert await request_drain(session, stranger) is None  # 409: not that pod
+            assert (await agent_status(session, endpoint) or {}).get("state") == "busy"
+            answer = await request_drain(session, endpoint)
+            assert answer is not None
+            assert (answer["state"], answer["idle"]) == ("draining", False)
+            await queue.submit({"value": 4}, Priority.P0, "after-drain")
+            for _ in range(600):  # asked again, as the pool controller does at every poll
+                answer = await request_drain(session, endpoint) or {}
+                if answer.get("idle"):
+                    break
+                await asyncio.sleep(0.05)
+            assert answer["state"] == "stopped" and answer["tasksDone"] == 1
+        done = await queue.result("in-hand")
+        assert done is not None and done.ok and done.agent == "asked"
+        await asyncio.sleep(1)  # room for a wrongly taken task to show
+        assert await queue.result("after-drain") is None
+        assert (await queue.stats()).backlog[Priority.P0] == 1
+        await redis.aclose()
+
+    run(scenario())
+    assert agent.running()  # drained, not exited: the pod's deletion ends it
+    assert agent.http_status("/readyz") == 503
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(30) == 0
 
 
 def test_a_task_longer_than_the_drain_is_given_back_for_another_agent(

@@ -16,11 +16,10 @@ from swarmops.agent.scheduling import (
     AgentState,
     InvalidTransition,
     Priority,
-    Reclaimed,
+    delivered_too_often,
     is_idle,
     is_ready,
     most_urgent,
-    plan_reclaimed,
     priorities_to_poll,
     reclaim_due,
     reclaim_interval,
@@ -76,15 +75,12 @@ def test_strict_priority_serves_p0_before_any_p3_backlog(
 # --- reclaim ---------------------------------------------------------------------------------
 
 
-@given(st.lists(st.integers(min_value=1, max_value=20), max_size=30), st.integers(1, 10))
-def test_reclaimed_tasks_run_until_delivered_too_often(deliveries: list[int], limit: int) -> None:
-    entries = [Reclaimed(f"{i}-0", d) for i, d in enumerate(deliveries)]
-    plan = plan_reclaimed(entries, limit)
-    assert sorted(plan.run + plan.dead) == sorted(e.entry_id for e in entries)
-    assert not set(plan.run) & set(plan.dead)
-    by_id = {e.entry_id: e.deliveries for e in entries}
-    assert all(by_id[i] <= limit for i in plan.run)
-    assert all(by_id[i] > limit for i in plan.dead)
+@given(st.integers(1, 1000))
+def test_a_task_runs_max_deliveries_times_then_is_dead_lettered(limit: int) -> None:
+    attempts = itertools.count(1)
+    runs = list(itertools.takewhile(lambda n: not delivered_too_often(n, limit), attempts))
+    assert len(runs) == limit  # the first try and limit - 1 more
+    assert delivered_too_often(limit + 1, limit)
 
 
 def test_leases_are_renewed_before_others_may_reclaim() -> None:
@@ -114,6 +110,10 @@ LEGAL = {
     (AgentState.DRAINING, AgentEvent.TERM): AgentState.DRAINING,
     (AgentState.DRAINING, AgentEvent.TASK_FINISHED): AgentState.STOPPED,
     (AgentState.DRAINING, AgentEvent.DEADLINE): AgentState.STOPPED,
+    (AgentState.STARTING, AgentEvent.DRAIN): AgentState.STOPPED,
+    (AgentState.IDLE, AgentEvent.DRAIN): AgentState.STOPPED,
+    (AgentState.BUSY, AgentEvent.DRAIN): AgentState.DRAINING,
+    (AgentState.DRAINING, AgentEvent.DRAIN): AgentState.DRAINING,
 }
 
 
@@ -140,10 +140,11 @@ def test_signals_each_state_reports() -> None:
 @given(st.lists(st.sampled_from(AgentEvent), max_size=40))
 def test_a_drained_agent_never_takes_work_again(events: list[AgentEvent]) -> None:
     """Run any event sequence the worker could produce (tasks start only when it takes
-    tasks): after TERM nothing starts, a running task finishes or hits the deadline,
-    and the agent ends STOPPED once the task is done."""
+    tasks): after TERM or a drain request nothing starts, a running task finishes or
+    hits the deadline, and the agent ends STOPPED once the task is done."""
     state = AgentState.STARTING
     termed = False
+    drained = False
     for event in events:
         if event is AgentEvent.TASK_STARTED and not takes_tasks(state):
             continue  # the worker never starts a task unless it takes tasks
@@ -158,10 +159,11 @@ def test_a_drained_agent_never_takes_work_again(events: list[AgentEvent]) -> Non
             continue
         state = transition(state, event)
         termed = termed or event is AgentEvent.TERM
-        if termed:
+        drained = drained or event in (AgentEvent.TERM, AgentEvent.DRAIN)
+        if drained:
             assert not takes_tasks(state)
             assert state in (AgentState.DRAINING, AgentState.STOPPED)
-    if termed:
+    if drained:
         # Stopped exactly when no task is left running; draining while one is.
         running = state is AgentState.DRAINING
         assert (state is AgentState.STOPPED) == (not running)

@@ -37,6 +37,9 @@ AGENT_PORT_NAME: Final = "swarmops-agent"
 DEFAULT_AGENT_PORT: Final = 8090
 
 ASSIGNMENT_PATH: Final = "/v1/assignment"
+#: POST {"pod", "podUid"}: take no new task, finish the current one, keep serving; the
+#: answer is the /status body, so the operator learns `idle` in the same round trip.
+DRAIN_PATH: Final = "/v1/drain"
 STATUS_PATH: Final = "/status"
 READY_PATH: Final = "/readyz"
 LIVE_PATH: Final = "/healthz"

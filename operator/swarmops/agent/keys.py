@@ -67,6 +67,12 @@ class QueueKeys:
         return f"{self.tag}:dead"
 
     @property
+    def attempts(self) -> str:
+        """A hash: stream entry -> how many times a handler was started on it. What
+        `maxDeliveries` counts; an entry's field goes when the entry is acknowledged."""
+        return f"{self.tag}:attempts"
+
+    @property
     def stats(self) -> str:
         """A hash of counters: submitted, completed, duplicates, failed, dead."""
         return f"{self.tag}:stats"

@@ -12,6 +12,12 @@ happen once: completion is one script that writes the result with SET NX and
 acknowledges the entry, so the first completion wins and a second one only
 acknowledges. Handlers with effects of their own use the same key (Task.key).
 
+A task's deliveries are the times a handler was started on it (`start`, counted in the
+queue's attempts hash), not Redis's delivery counter: XAUTOCLAIM raises that one at
+every take-over, also of a task an agent gave back without running it (it held a more
+urgent one), so a task could pass `maxDeliveries` and be dead-lettered without ever
+having run. Counting starts keeps the dead letter for tasks that really keep failing.
+
 The producer side (`submit`, `result`, `wait`) is what anyone uses to hand out work and
 read what came back; `swarmops.agent.TaskQueue` is the public name.
 """
@@ -19,6 +25,7 @@ read what came back; `swarmops.agent.TaskQueue` is the public name.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -51,8 +58,19 @@ end
 return false
 """
 
-# KEYS: stream, result, stats, completions, dead.
-# ARGV: group, entry id, result JSON, result ttl ms, idempotency key, counter, dead JSON.
+# KEYS: result, attempts. ARGV: the entry's attempts field.
+# About to run a task: 0 when its key has a result already (nothing to run), else this
+# attempt's number, counted.
+_START = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+"""
+
+# KEYS: stream, result, stats, completions, dead, attempts.
+# ARGV: group, entry id, result JSON, result ttl ms, idempotency key, counter, dead JSON,
+# the entry's attempts field.
 # The result is written only if none exists (the first completion wins); either way
 # the entry is acknowledged and deleted, so the stream holds only work not yet done.
 _COMPLETE = (
@@ -60,6 +78,7 @@ _COMPLETE = (
 local first = redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[6], ARGV[8])
 if ARGV[7] ~= '' then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', '"""
     + str(DEAD_MAXLEN)
@@ -119,11 +138,13 @@ class Delivery:
     key: str  # the idempotency key
     payload: Any
     submitted_ms: int
-    deliveries: int = 1  # 1 for a fresh read; more when reclaimed
+    # This attempt's number, set by TaskQueue.start: 1 the first time a handler runs the
+    # task, more after a lost agent or a Retry; 0 while not started.
+    deliveries: int = 0
 
     @classmethod
     def from_entry(
-        cls, priority: Priority, entry_id: str, fields: Mapping[str, str], deliveries: int = 1
+        cls, priority: Priority, entry_id: str, fields: Mapping[str, str], deliveries: int = 0
     ) -> Delivery:
         raw = fields.get("payload")
         try:
@@ -138,6 +159,11 @@ class Delivery:
             submitted_ms=int(fields.get("submitted") or 0),
             deliveries=deliveries,
         )
+
+    @property
+    def attempts_field(self) -> str:
+        """Its field in the queue's attempts hash (entry ids are unique per stream)."""
+        return f"{self.priority.name}:{self.entry_id}"
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -222,6 +248,7 @@ class TaskQueue:
         self._groups_ready = False
         self._groups_lock = asyncio.Lock()
         self._take = redis.register_script(_TAKE)
+        self._start = redis.register_script(_START)
         self._complete = redis.register_script(_COMPLETE)
         self._touch = redis.register_script(_TOUCH)
         self._submit = redis.register_script(_SUBMIT)
@@ -391,30 +418,26 @@ class TaskQueue:
     async def reclaim(
         self, consumer: str, priority: Priority, min_idle_seconds: float, count: int = 1
     ) -> list[Delivery]:
-        """Take over up to `count` tasks of `priority` whose lease ran out (XAUTOCLAIM),
-        with how often each was delivered (XPENDING)."""
+        """Take over up to `count` tasks of `priority` whose lease ran out (XAUTOCLAIM).
+        How often each ran is known when it is started (`start`)."""
         stream = self.keys.stream(priority)
         reply = await self.redis.xautoclaim(
             stream, GROUP, consumer, int(min_idle_seconds * 1000), "0-0", count=count
         )
         entries = [(str(i), f) for i, f in (reply[1] if len(reply) > 1 else ()) if f]
-        if not entries:
-            return []
-        counts: dict[str, int] = {}
-        details = await self.redis.xpending_range(
-            stream,
-            GROUP,
-            min=entries[0][0],
-            max=entries[-1][0],
-            count=len(entries) + 100,
-            consumername=consumer,
+        return [Delivery.from_entry(priority, entry_id, fields) for entry_id, fields in entries]
+
+    async def start(self, delivery: Delivery) -> Delivery | None:
+        """Count an attempt at running `delivery`, just before its handler starts: the
+        delivery with its attempt number (`deliveries`), or None when its key already has
+        a result (a duplicate: acknowledge it, run nothing)."""
+        attempt = int(
+            await self._start(
+                keys=[self.keys.result(delivery.key), self.keys.attempts],
+                args=[delivery.attempts_field],
+            )
         )
-        for detail in details:
-            counts[str(detail["message_id"])] = int(detail["times_delivered"])
-        return [
-            Delivery.from_entry(priority, entry_id, fields, counts.get(entry_id, 2))
-            for entry_id, fields in entries
-        ]
+        return dataclasses.replace(delivery, deliveries=attempt) if attempt else None
 
     async def renew(self, consumer: str, delivery: Delivery) -> bool:
         """Extend the lease on a running task; False when another agent has taken it."""
@@ -452,6 +475,7 @@ class TaskQueue:
                 self.keys.stats,
                 self.keys.completions,
                 self.keys.dead,
+                self.keys.attempts,
             ],
             args=[
                 GROUP,
@@ -461,12 +485,10 @@ class TaskQueue:
                 delivery.key,
                 counter,
                 dead_entry,
+                delivery.attempts_field,
             ],
         )
         return bool(first)
-
-    async def is_done(self, key: str) -> bool:
-        return bool(await self.redis.exists(self.keys.result(key)))
 
     def _deliveries(self, reply: Any) -> list[Delivery]:
         by_stream = {stream: p for p, stream in zip(Priority, self.keys.streams, strict=True)}

@@ -1,5 +1,5 @@
-"""The agent's decisions, as pure functions: which priority to serve next, what to do
-with reclaimed tasks, when to renew and reclaim, and the drain state machine.
+"""The agent's decisions, as pure functions: which priority to serve next, when a task
+has failed too often, when to renew and reclaim, and the drain state machine.
 
 No I/O here: worker.py performs what these decide, and the unit tests run them
 exhaustively (tests/unit/test_agent_scheduling.py).
@@ -8,8 +8,7 @@ exhaustively (tests/unit/test_agent_scheduling.py).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 
 class Priority(enum.IntEnum):
@@ -65,27 +64,13 @@ def most_urgent(priorities: Iterable[Priority]) -> Priority | None:
 # --- reclaim ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Reclaimed:
-    """A task taken over from another consumer whose lease ran out."""
-
-    entry_id: str
-    deliveries: int  # times delivered, this delivery included
-
-
-@dataclass(frozen=True, slots=True)
-class ReclaimPlan:
-    run: tuple[str, ...]  # entry ids to run
-    dead: tuple[str, ...]  # entry ids delivered too often: dead-letter them
-
-
-def plan_reclaimed(entries: Sequence[Reclaimed], max_deliveries: int) -> ReclaimPlan:
-    """A task that keeps being reclaimed is killing the agents that run it (or exceeds
-    every lease): after `max_deliveries` it goes to the dead-letter stream with an error
-    result, instead of crash-looping the pool for ever."""
-    run = tuple(e.entry_id for e in entries if e.deliveries <= max_deliveries)
-    dead = tuple(e.entry_id for e in entries if e.deliveries > max_deliveries)
-    return ReclaimPlan(run=run, dead=dead)
+def delivered_too_often(attempt: int, max_deliveries: int) -> bool:
+    """A task whose handler was started `max_deliveries` times without completing is
+    killing the agents that run it (or exceeds every lease): rather than crash-loop the
+    pool for ever, its next attempt does not run; it goes to the dead-letter stream with
+    an error result. `attempt` counts handler starts only (TaskQueue.start), never a task
+    an agent read and gave back unstarted."""
+    return attempt > max_deliveries
 
 
 def renew_interval(visibility_seconds: float) -> float:
@@ -112,7 +97,8 @@ class AgentState(enum.StrEnum):
 
     `idle` is the signal drain-aware rollouts and shutdown wait for: the agent runs no
     task and will finish none it holds. `busy` runs a task. `draining` got SIGTERM while
-    busy: it takes no new task and finishes the current one. `stopped` is on its way out.
+    busy (or was asked to drain): it takes no new task and finishes the current one.
+    `stopped` takes no task again: on its way out, or drained and waiting to be deleted.
     """
 
     STARTING = "starting"
@@ -127,6 +113,7 @@ class AgentEvent(enum.Enum):
     TASK_STARTED = "task_started"
     TASK_FINISHED = "task_finished"  # completed, failed, or released
     TERM = "term"  # SIGTERM (or SIGINT)
+    DRAIN = "drain"  # the operator's POST /v1/drain: as TERM, but the process stays up
     DEADLINE = "deadline"  # the drain's grace ran out
 
 
@@ -141,6 +128,11 @@ _TRANSITIONS: dict[tuple[AgentState, AgentEvent], AgentState] = {
     (AgentState.BUSY, AgentEvent.TERM): AgentState.DRAINING,
     (AgentState.DRAINING, AgentEvent.TASK_FINISHED): AgentState.STOPPED,
     (AgentState.DRAINING, AgentEvent.DEADLINE): AgentState.STOPPED,
+    # A drain request leads where TERM does; only the worker differs (it keeps serving
+    # HTTP so the operator can read `idle`, and waits for the pod's deletion to exit).
+    (AgentState.STARTING, AgentEvent.DRAIN): AgentState.STOPPED,
+    (AgentState.IDLE, AgentEvent.DRAIN): AgentState.STOPPED,
+    (AgentState.BUSY, AgentEvent.DRAIN): AgentState.DRAINING,
 }
 
 
@@ -153,7 +145,7 @@ def transition(state: AgentState, event: AgentEvent) -> AgentState:
     task may not start unless idle (the worker asks `takes_tasks` first)."""
     if state is AgentState.STOPPED:
         return state  # absorbing: late events of a stopping agent are moot
-    if event is AgentEvent.TERM and state is AgentState.DRAINING:
+    if event in (AgentEvent.TERM, AgentEvent.DRAIN) and state is AgentState.DRAINING:
         return state
     after = _TRANSITIONS.get((state, event))
     if after is None:

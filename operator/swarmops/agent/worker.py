@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import importlib
 import inspect
@@ -49,11 +50,10 @@ from swarmops.agent.scheduling import (
     AgentEvent,
     AgentState,
     Priority,
-    Reclaimed,
+    delivered_too_often,
     is_idle,
     is_ready,
     most_urgent,
-    plan_reclaimed,
     priorities_to_poll,
     reclaim_due,
     reclaim_interval,
@@ -70,8 +70,8 @@ COMPLETE_ATTEMPTS = 5
 
 class Retry(Exception):
     """Raise from a handler to have the task run again (by any agent) after `after`
-    seconds, without recording a result. It counts as a delivery: after the queue's
-    max deliveries the task is dead-lettered."""
+    seconds, without recording a result. It counts as a delivery (the handler ran):
+    after the queue's max deliveries the task is dead-lettered."""
 
     def __init__(self, reason: str = "", after: float = 0.0) -> None:
         super().__init__(reason)
@@ -86,7 +86,7 @@ class Task:
     payload: Any
     priority: Priority
     queue: str
-    deliveries: int  # 1 the first time; more when reclaimed from a failed agent
+    deliveries: int  # 1 the first time a handler runs it; more after a lost agent or a Retry
     submitted_ms: int
     agent: str
     claim: ClaimInfo | None
@@ -199,6 +199,17 @@ class Agent:
         self._wake.set()
         loop = asyncio.get_running_loop()
         loop.call_later(self.config.drain_timeout, self._deadline.set)
+
+    def drain(self) -> None:
+        """The operator's drain request (a rollout or a swarm removing this pod): take no
+        new task and finish the current one, but keep running and answering /status, so
+        the operator sees `idle` and deletes the pod; its SIGTERM then ends the process.
+        Unlike stop() there is no deadline here: the operator holds the pod's."""
+        if self._stopping or self.state in (AgentState.DRAINING, AgentState.STOPPED):
+            return
+        logger.info("agent %s: draining on request (%s)", self.config.name, self.state)
+        self._event(AgentEvent.DRAIN)
+        self._wake.set()
 
     def _event(self, event: AgentEvent) -> None:
         before = self.state
@@ -336,6 +347,7 @@ class Agent:
         while not self._stopping:
             name = self.serving_queue
             if name is None or self.redis is None or not takes_tasks(self.state):
+                await self._give_back_buffered()  # drained: held tasks are others' now
                 self._wake.clear()
                 await self._wait_wake(None)
                 continue
@@ -350,7 +362,7 @@ class Agent:
             errors = iter(REDIS_RETRY_SECONDS)
             if delivery is None:
                 continue
-            if self._stopping or self.serving_queue != name:
+            if self._stopping or self.serving_queue != name or not takes_tasks(self.state):
                 await self._give_back(self.queue(name), delivery)
                 continue
             try:
@@ -364,7 +376,10 @@ class Agent:
                 )
                 await self._give_back(self.queue(name), delivery)
                 await self._wait_wake(next(errors, REDIS_RETRY_SECONDS[-1]))
-        # Whatever is held and not started goes back for others at once.
+        await self._give_back_buffered()
+
+    async def _give_back_buffered(self) -> None:
+        """Whatever is held and not started goes back for others at once."""
         for name, held in self._buffer.items():
             for delivery in held:
                 await self._give_back(self.queue(name), delivery)
@@ -396,7 +411,8 @@ class Agent:
         buffer.sort(key=lambda d: d.priority)
         chosen = buffer.pop(0)
         # Hold only the task about to run: the rest go back, reclaimable at once by an
-        # idle agent, rather than waiting behind this one.
+        # idle agent, rather than waiting behind this one. Giving back costs the task
+        # nothing: deliveries count handler starts (TaskQueue.start), not these reads.
         while buffer:
             await self._give_back(queue, buffer.pop())
         return chosen
@@ -405,40 +421,32 @@ class Agent:
         held = most_urgent(d.priority for d in buffer)
         for priority in priorities_to_poll(held):
             taken = await queue.reclaim(self.config.name, priority, self.config.visibility_timeout)
-            if not taken:
-                continue
-            reclaimed = [Reclaimed(d.entry_id, d.deliveries) for d in taken]
-            plan = plan_reclaimed(reclaimed, max_deliveries=self.config.max_deliveries)
-            by_id = {d.entry_id: d for d in taken}
-            for entry_id in plan.dead:
-                await self._dead_letter(queue, by_id[entry_id])
-            for entry_id in plan.run:
-                delivery = by_id[entry_id]
+            for delivery in taken:
                 self.metrics.reclaimed.labels(queue.name).inc()
                 logger.info(
-                    "agent %s: reclaimed task %s (%s, delivery %d) from a lapsed lease",
+                    "agent %s: reclaimed task %s (%s) from a lapsed lease",
                     self.config.name,
                     delivery.key,
                     delivery.priority.name,
-                    delivery.deliveries,
                 )
-                buffer.append(delivery)
-            if plan.run:
+            if taken:
+                buffer.extend(taken)
                 return
 
     async def _dead_letter(self, queue: TaskQueue, delivery: Delivery) -> None:
+        """`delivery` is the attempt that will not run: the ones before it failed."""
+        ran = delivery.deliveries - 1
         logger.error(
             "agent %s: task %s delivered %d times without completing: dead-lettered",
             self.config.name,
             delivery.key,
-            delivery.deliveries,
+            ran,
         )
         result = self._result(
-            delivery,
+            dataclasses.replace(delivery, deliveries=ran),
             ok=False,
             error_type="DeliveredTooOften",
-            error=f"delivered {delivery.deliveries} times without completing "
-            f"(max {self.config.max_deliveries})",
+            error=f"delivered {ran} times without completing (max {self.config.max_deliveries})",
             started=now_ms(),
         )
         await queue.complete(delivery, result, dead=True)
@@ -458,8 +466,9 @@ class Agent:
 
     async def _give_back_own_pending(self) -> None:
         """A container restarted in the same pod (same consumer name) gives back what its
-        previous run held, so it goes through reclaim like any lost task: counted as a
-        delivery, dead-lettered if it keeps crashing agents."""
+        previous run held, so it goes through reclaim like any lost task: if the previous
+        run had started it, that counted as a delivery (a task that keeps crashing the
+        container is dead-lettered); one it only held costs nothing."""
         queues = {self.config.queue}
         if self.serving_queue:
             queues.add(self.serving_queue)
@@ -489,9 +498,14 @@ class Agent:
                         "agent %s: could not release %s: %s", self.config.name, entry_id, error
                     )
 
-    async def _run(self, queue: TaskQueue, delivery: Delivery) -> None:
-        priority = delivery.priority.name
-        if await self._already_done(queue, delivery):
+    async def _run(self, queue: TaskQueue, taken: Delivery) -> None:
+        priority = taken.priority.name
+        delivery = await queue.start(taken)
+        if delivery is None:
+            await self._acknowledge_duplicate(queue, taken)
+            return
+        if delivered_too_often(delivery.deliveries, self.config.max_deliveries):
+            await self._dead_letter(queue, delivery)
             return
         self.current = delivery
         self._event(AgentEvent.TASK_STARTED)
@@ -550,15 +564,12 @@ class Agent:
             self.tasks_done += 1
             self._event(AgentEvent.TASK_FINISHED)
 
-    async def _already_done(self, queue: TaskQueue, delivery: Delivery) -> bool:
+    async def _acknowledge_duplicate(self, queue: TaskQueue, delivery: Delivery) -> None:
         """A task whose key has a result is not run again (a duplicate submission, or a
         reclaim that raced a slow completion): acknowledged, no effect."""
-        if not await queue.is_done(delivery.key):
-            return False
         placeholder = self._result(delivery, ok=True, started=now_ms())
         await queue.complete(delivery, placeholder)  # the NX fails: only acknowledges
         self.metrics.tasks.labels(queue.name, delivery.priority.name, "duplicate").inc()
-        return True
 
     async def _complete(self, queue: TaskQueue, delivery: Delivery, result: TaskResult) -> bool:
         delays = iter(REDIS_RETRY_SECONDS)
@@ -712,6 +723,7 @@ class Agent:
                 aiohttp.web.get(contract.STATUS_PATH, self._get_status),
                 aiohttp.web.get(contract.METRICS_PATH, self._get_metrics),
                 aiohttp.web.post(contract.ASSIGNMENT_PATH, self._post_assignment),
+                aiohttp.web.post(contract.DRAIN_PATH, self._post_drain),
             ]
         )
         self._runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None)
@@ -771,6 +783,21 @@ class Agent:
             )
         changed = self.assign(assignment)
         return aiohttp.web.json_response({"changed": changed, "state": str(self.state)})
+
+    async def _post_drain(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as error:
+            return aiohttp.web.json_response({"error": str(error)}, status=400)
+        pod = body.get("pod") if isinstance(body, dict) else None
+        pod_uid = body.get("podUid") if isinstance(body, dict) else None
+        if pod != self.config.name or (self.config.pod_uid and pod_uid != self.config.pod_uid):
+            # An address reused by another pod: draining it would stop the wrong agent.
+            return aiohttp.web.json_response(
+                {"error": f"this is pod {self.config.name}, not {pod}"}, status=409
+            )
+        self.drain()
+        return aiohttp.web.json_response(self.status())
 
     # --- helpers ----------------------------------------------------------------------------
 

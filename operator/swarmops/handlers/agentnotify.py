@@ -31,6 +31,7 @@ import aiohttp
 
 from swarmops.agent.contract import (
     ASSIGNMENT_PATH,
+    DRAIN_PATH,
     STATUS_PATH,
     AgentEndpoint,
     Assignment,
@@ -117,6 +118,28 @@ async def agent_status(
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
         return None
     return body if isinstance(body, dict) else None
+
+
+async def request_drain(
+    session: aiohttp.ClientSession, endpoint: AgentEndpoint, *, seconds: float = TIMEOUT_SECONDS
+) -> dict[str, Any] | None:
+    """POST the agent's /v1/drain (take no new task, finish the current one) and return
+    its /status body, whose `idle` says whether the pod may go now. Repeating it is
+    harmless, so a drain is simply asked again at every poll. An agent without the
+    endpoint (an older runtime) is only asked for its status. None: no answer."""
+    body = {"pod": endpoint.pod, "podUid": endpoint.pod_uid}
+    try:
+        async with session.post(
+            endpoint.url(DRAIN_PATH), json=body, timeout=aiohttp.ClientTimeout(total=seconds)
+        ) as response:
+            if response.status == 404:
+                return await agent_status(session, endpoint, seconds=seconds)
+            if response.status != 200:
+                return None
+            answer = await response.json()
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 # --- delivering (I/O) -------------------------------------------------------------------------
