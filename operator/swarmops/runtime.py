@@ -26,19 +26,29 @@ import aiohttp
 import kopf
 
 from swarmops import __version__
+from swarmops.analysis.prometheus import PrometheusProvider
 from swarmops.core.gpu import GPU_NODE_SELECTOR
 from swarmops.core.pods import POOL_LABEL
 from swarmops.core.rediscluster.names import CLUSTER_LABEL as REDIS_CLUSTER_LABEL
-from swarmops.handlers import claims, gpu_health, gpu_nodes, pools, redisclusters
+from swarmops.handlers import claims, gpu_health, gpu_nodes, pools, redisclusters, swarms
 from swarmops.handlers.context import MEMO_KEY, Services, services_of
 from swarmops.kube.access import allowed
 from swarmops.kube.auth import Credentials, load_connection_info
 from swarmops.kube.client import KubeClient
 from swarmops.kube.errors import ApiError, NotFound, TooManyRequests
 from swarmops.kube.events import EventRecorder
-from swarmops.kube.resources import AGENTCLAIMS, AGENTPOOLS, REDISCLUSTERS
+from swarmops.kube.resources import (
+    AGENTCLAIMS,
+    AGENTPOOLS,
+    NODES,
+    PODDISRUPTIONBUDGETS,
+    REDISCLUSTERS,
+    STATEFULSETS,
+    SWARMS,
+    Resource,
+)
 from swarmops.logs import quiet_kopf_handler_successes
-from swarmops.metrics import serve_metrics
+from swarmops.metrics import Metrics, serve_metrics
 from swarmops.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -149,6 +159,7 @@ def build_registry(
         gpu_health.register(registry)
     if redis_clusters:
         redisclusters.register(registry)
+    swarms.register(registry, redis_clusters=redis_clusters)
     return registry
 
 
@@ -205,6 +216,17 @@ async def on_startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) 
             statefulsets=kwargs[redisclusters.STATEFULSETS_INDEX],
         )
         services.redis.queue.start()
+    services.swarms = swarms.SwarmController(
+        client=services.client,
+        events=services.events,
+        metrics=services.metrics,
+        services=services,
+        swarms=kwargs[swarms.SWARMS_INDEX],
+        pools=kwargs[pools.POOLS_INDEX],
+        pool_pods=kwargs[pools.POOL_PODS_INDEX],
+        clusters=redis_clusters,
+    )
+    services.swarms.queue.start()
     if services.settings.metrics_port:
         services.metrics_endpoint = await serve_metrics(
             services.metrics,
@@ -216,7 +238,9 @@ async def on_startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) 
     logger.info("SwarmOps %s started.", __version__)
 
 
-REQUIRED_RESOURCES = frozenset({AGENTPOOLS.plural, AGENTCLAIMS.plural, REDISCLUSTERS.plural})
+REQUIRED_RESOURCES = frozenset(
+    {AGENTPOOLS.plural, AGENTCLAIMS.plural, REDISCLUSTERS.plural, SWARMS.plural}
+)
 
 
 # How long a new CRD's storage may take to initialise before startup gives up and
@@ -237,7 +261,7 @@ async def _wait_for_watch_caches(client: KubeClient, settings: Settings) -> None
         else [n for n in settings.namespaces if not _is_pattern(n)]
     )
     deadline = time.monotonic() + WATCH_CACHE_PATIENCE
-    for resource in (AGENTPOOLS, AGENTCLAIMS, REDISCLUSTERS):
+    for resource in (AGENTPOOLS, AGENTCLAIMS, REDISCLUSTERS, SWARMS):
         for namespace in namespaces:
             while True:
                 try:
@@ -288,8 +312,11 @@ async def on_cleanup(memo: Any, **_: Any) -> None:
         await services.gpu_reactor.stop()
     if services.redis is not None:
         await services.redis.stop()
+    if services.swarms is not None:
+        await services.swarms.stop()
     if services.metrics_endpoint is not None:
         await services.metrics_endpoint.close()
+    await services.prometheus.close()
     if services.client is not None:
         await services.client.close()
     logger.info("SwarmOps stopped.")
@@ -306,42 +333,78 @@ async def on_probe(memo: Any, **_: Any) -> dict[str, Any]:
     queues = [services.pool_controller().queue, services.claim_controller().queue]
     if services.redis is not None:
         queues.append(services.redis.queue)
+    if services.swarms is not None:
+        queues.append(services.swarms.queue)
     for queue in queues:
         if not queue.started:
             raise RuntimeError("the reconcile workers have stopped")
     return {"ready": services.ready}
 
 
-NODE_ACCESS_ATTEMPTS = 5
+ACCESS_REVIEW_ATTEMPTS = 5
+
+
+def _served_scopes(settings: Settings) -> tuple[str | None, ...]:
+    """The namespaces served, to ask about; None (cluster-wide) when they are all
+    namespaces or a pattern, whose namespaces are not known in advance."""
+    if settings.all_namespaces or any(_is_pattern(ns) for ns in settings.namespaces):
+        return (None,)
+    return settings.namespaces
+
+
+async def _may(
+    credentials: Credentials,
+    verbs: tuple[str, ...],
+    resource: Resource,
+    scopes: tuple[str | None, ...],
+    without: str,
+) -> bool:
+    """Whether the operator may do each of `verbs` to `resource` in each of `scopes`
+    (None: cluster-wide), asked through SelfSubjectAccessReviews, not tried.
+
+    A refusal is a warning that says `without`: what the operator does without the
+    access. The apiserver not answering is no answer: after a few tries that is an
+    error, as it would be for kopf.
+    """
+    async with KubeClient(credentials) as client:
+        for attempt in range(1, ACCESS_REVIEW_ATTEMPTS + 1):
+            try:
+                for namespace in scopes:
+                    for verb in verbs:
+                        if not await allowed(
+                            client, verb, resource.plural, group=resource.group, namespace=namespace
+                        ):
+                            logger.warning(
+                                "The operator may not %s %s %s, so %s",
+                                verb,
+                                resource.plural,
+                                f"in {namespace}" if namespace else "cluster-wide",
+                                without,
+                            )
+                            return False
+                return True
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+                if attempt == ACCESS_REVIEW_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "Could not ask the apiserver about %s access: %s", resource.kind, error
+                )
+                await asyncio.sleep(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def may_watch_nodes(credentials: Credentials) -> bool:
-    """Whether the operator may list and watch nodes cluster-wide (asked, not tried).
+    """Whether the operator may list and watch nodes cluster-wide.
 
     A namespaced install without the chart's nodes ClusterRole still runs; it only
-    cannot tell a GPU request no node can satisfy. The apiserver not answering is no
-    answer: after a few tries that is an error, as it would be for kopf.
+    cannot tell a GPU request no node can satisfy.
     """
-    async with KubeClient(credentials) as client:
-        for attempt in range(1, NODE_ACCESS_ATTEMPTS + 1):
-            try:
-                for verb in ("list", "watch"):
-                    if not await allowed(client, verb, "nodes"):
-                        logger.warning(
-                            "The operator may not %s nodes cluster-wide, so GPU requests of "
-                            "AgentPools are not checked against the GPU nodes (no "
-                            "UnsatisfiableGPURequest condition). The Helm chart grants it "
-                            "with its '-nodes' ClusterRole.",
-                            verb,
-                        )
-                        return False
-                return True
-            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
-                if attempt == NODE_ACCESS_ATTEMPTS:
-                    raise
-                logger.warning("Could not ask the apiserver about node access: %s", error)
-                await asyncio.sleep(attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+    without = (
+        "GPU requests of AgentPools are not checked against the GPU nodes (no "
+        "UnsatisfiableGPURequest condition). The Helm chart grants it with its '-nodes' "
+        "ClusterRole."
+    )
+    return await _may(credentials, ("list", "watch"), NODES, (None,), without)
 
 
 BUDGET_VERBS = ("list", "watch", "create", "patch")
@@ -352,73 +415,20 @@ async def may_manage_budgets(credentials: Credentials, settings: Settings) -> bo
 
     kopf holds every handler back until each index has listed, and a refused watch never
     lists: an install whose Role predates the budgets (the chart grants them) would stop
-    the whole operator. Without the access, pools run without budgets, and a warning
-    says so once.
+    the whole operator. Without the access, pools run without budgets.
     """
-    scopes: list[str | None] = (
-        [None]
-        if settings.all_namespaces or any(_is_pattern(ns) for ns in settings.namespaces)
-        else list(settings.namespaces)
-    )
-    async with KubeClient(credentials) as client:
-        for attempt in range(1, NODE_ACCESS_ATTEMPTS + 1):
-            try:
-                for namespace in scopes:
-                    for verb in BUDGET_VERBS:
-                        if not await allowed(
-                            client,
-                            verb,
-                            "poddisruptionbudgets",
-                            group="policy",
-                            namespace=namespace,
-                        ):
-                            logger.warning(
-                                "The operator may not %s poddisruptionbudgets%s, so AgentPools "
-                                "get no PodDisruptionBudget. The Helm chart's Role grants it.",
-                                verb,
-                                f" in {namespace}" if namespace else " cluster-wide",
-                            )
-                            return False
-                return True
-            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
-                if attempt == NODE_ACCESS_ATTEMPTS:
-                    raise
-                logger.warning("Could not ask the apiserver about budget access: %s", error)
-                await asyncio.sleep(attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+    scopes = _served_scopes(settings)
+    without = "AgentPools get no PodDisruptionBudget. The Helm chart's Role grants it."
+    return await _may(credentials, BUDGET_VERBS, PODDISRUPTIONBUDGETS, scopes, without)
 
 
 async def may_watch_redis_statefulsets(credentials: Credentials, settings: Settings) -> bool:
     """Whether the operator may list and watch StatefulSets where it serves (RedisClusters
     are made of them). Asked, not tried: a refused watch never lists, and kopf would hold
     back every other handler until it did. Without it, RedisClusters are not served."""
-    scopes: list[str | None] = (
-        [None]
-        if settings.all_namespaces or any(_is_pattern(ns) for ns in settings.namespaces)
-        else list(settings.namespaces)
-    )
-    async with KubeClient(credentials) as client:
-        for attempt in range(1, NODE_ACCESS_ATTEMPTS + 1):
-            try:
-                for namespace in scopes:
-                    for verb in ("list", "watch"):
-                        if not await allowed(
-                            client, verb, "statefulsets", group="apps", namespace=namespace
-                        ):
-                            logger.warning(
-                                "The operator may not %s statefulsets%s, so RedisClusters are "
-                                "not served. The Helm chart's Role grants it.",
-                                verb,
-                                f" in {namespace}" if namespace else " cluster-wide",
-                            )
-                            return False
-                return True
-            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
-                if attempt == NODE_ACCESS_ATTEMPTS:
-                    raise
-                logger.warning("Could not ask the apiserver about StatefulSet access: %s", error)
-                await asyncio.sleep(attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+    scopes = _served_scopes(settings)
+    without = "RedisClusters are not served. The Helm chart's Role grants it."
+    return await _may(credentials, ("list", "watch"), STATEFULSETS, scopes, without)
 
 
 def build_services(settings: Settings, environ: Mapping[str, str] | None = None) -> Services:
@@ -427,7 +437,13 @@ def build_services(settings: Settings, environ: Mapping[str, str] | None = None)
     credentials = Credentials(
         lambda: load_connection_info(settings.kubeconfig, settings.context, env)
     )
-    return Services(settings=settings, credentials=credentials)
+    metrics = Metrics()
+    return Services(
+        settings=settings,
+        credentials=credentials,
+        metrics=metrics,
+        prometheus=PrometheusProvider(default_address=settings.prometheus_url, metrics=metrics),
+    )
 
 
 async def serve(

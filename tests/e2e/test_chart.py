@@ -88,6 +88,14 @@ def test_namespaced_install_grants_least_privilege(testbed: TestBed, namespace: 
             ("patch", "networkpolicies.networking.k8s.io"),
             ("get", "secrets"),
             ("create", "secrets"),
+            # Swarms: their AgentPools and RedisCluster applied, the RedisCluster deleted
+            # last; PriorityClasses (cluster-scoped) kept per pool priority.
+            ("patch", "swarms.swarmops.dev/status"),
+            ("create", "agentpools.swarmops.dev"),
+            ("create", "redisclusters.swarmops.dev"),
+            ("delete", "redisclusters.swarmops.dev"),
+            ("create", "priorityclasses.scheduling.k8s.io"),
+            ("patch", "priorityclasses.scheduling.k8s.io"),
         ]:
             assert _can(testbed, operator, verb, resource, namespace), f"cannot {verb} {resource}"
         for verb, resource, where in [
@@ -112,6 +120,8 @@ def test_namespaced_install_grants_least_privilege(testbed: TestBed, namespace: 
             ("patch", "nodes/status", namespace),
             ("list", "pods", "default"),
             ("create", "clusterroles", namespace),
+            ("delete", "priorityclasses.scheduling.k8s.io", namespace),
+            ("list", "priorityclasses.scheduling.k8s.io", namespace),
         ]:
             assert not _can(testbed, operator, verb, resource, where), f"may {verb} {resource}"
         deployment = testbed.kubectl(
@@ -280,3 +290,20 @@ def test_gpu_reaction_grants_node_patch_and_evictions_only_when_on(
             assert not _can(testbed, operator, verb, resource, where), f"may {verb} {resource}"
     finally:
         testbed.helm("uninstall", release, "--namespace", namespace, check=False)
+
+
+def _operator_args(testbed: TestBed, *sets: str) -> list[str]:
+    flags = [arg for value in sets for arg in ("--set", value)]
+    rendered = testbed.helm("template", "swarmops", str(CHART), *flags).stdout
+    deployment = next(
+        doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "Deployment"
+    )
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+@pytest.mark.e2e
+def test_prometheus_url_value_reaches_the_operator(testbed: TestBed) -> None:
+    assert not any(a.startswith("--prometheus-url") for a in _operator_args(testbed))
+    url = "http://prometheus-operated.monitoring:9090"
+    assert f"--prometheus-url={url}" in _operator_args(testbed, f"prometheus.url={url}")

@@ -25,7 +25,7 @@ def test_demo_brings_up_the_examples_and_tears_down(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     output = result.stdout + result.stderr
@@ -39,6 +39,20 @@ def test_demo_brings_up_the_examples_and_tears_down(tmp_path: Path) -> None:
     )
     desired, ready = pool_line.split()[2:4]
     assert desired == ready == "2", pool_line
+    # The example swarm came up around its own Redis (real redis-server processes on the
+    # process node) with its three pools; their order is test_swarm.py's to prove.
+    assert "swarm/research Ready after" in output, output
+    swarm_line = next(
+        line
+        for line in output.splitlines()
+        if line.startswith("swarmops-demo") and "swarm.swarmops.dev/research" in line
+    )
+    ready_pools, total_pools, phase = swarm_line.split()[2:5]
+    assert (ready_pools, total_pools, phase) == ("3", "3", "Ready"), swarm_line
+    for pool in ("planner", "workers", "reviewer"):
+        assert any(
+            "PoolStarting" in line and f"pool {pool} (" in line for line in output.splitlines()
+        ), output
     assert "tearing down" in output
     # Nothing the demo started outlives it.
     leftovers = [pid.name for pid in (state_dir / "logs").glob("*.pid")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
@@ -148,7 +149,8 @@ class SwarmShutdown(ApiModel):
         ge=0,
         le=DAY_SECONDS,
         description="How long each pool's agents may finish their current task before they "
-        "are stopped anyway.",
+        "are stopped anyway: each inline pool's rollout.drainTimeoutSeconds, unless the pool "
+        "sets its own.",
     )
 
 
@@ -246,6 +248,15 @@ class SwarmPoolStatus(ApiModel):
     )
     allowed_warm: int | None = Field(
         None, ge=0, description="Warm pool size allowed by the budget, when it limits the pool."
+    )
+    waiting_since: datetime | None = Field(
+        None, description="Since when the pool has been waiting for its dependencies."
+    )
+    started_at: datetime | None = Field(
+        None, description="When the swarm let the pool start (its dependencies were Ready)."
+    )
+    stopped_at: datetime | None = Field(
+        None, description="When the pool had stopped (no active or warm pods left)."
     )
     message: str = Field("", max_length=1024, description="Why the pool is where it is.")
 

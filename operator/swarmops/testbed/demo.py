@@ -1,7 +1,7 @@
 """`swarmops demo`: the embedded default.  Brings up the local test bed, installs
-the CRDs, starts the operator against it, applies manifests/examples/ and shows
-their status; then keeps everything running until interrupted (or, with --once,
-tears it down)."""
+the CRDs, starts the operator against it, applies manifests/examples/, waits for the
+example swarm to be Ready and shows their status; then keeps everything running until
+interrupted (or, with --once, tears it down)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,46 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from swarmops.testbed.binaries import repository_root
 from swarmops.testbed.cluster import TestBed
 from swarmops.testbed.processes import ManagedProcess
+from swarmops.testbed.procnode.nodespec import POD_PLACEMENT
 
 DEMO_NAMESPACE = "swarmops-demo"
+EXAMPLE_SWARM = "research"
+
+
+def placed_on_process_node(documents: Iterable[Any]) -> list[Any]:
+    """The examples with every Redis Cluster (standalone or a swarm's own) placed on the
+    test bed's process node: only there do its pods run real redis-server processes, so
+    only there can it form and become Ready. The shipped examples carry no test-bed
+    placement, because a real cluster has no such node."""
+    placed = []
+    for original in documents:
+        if not isinstance(original, dict):
+            continue
+        document = dict(original)
+        spec = dict(document.get("spec") or {})
+        if document.get("kind") == "RedisCluster":
+            spec.update(POD_PLACEMENT)
+        elif document.get("kind") == "Swarm" and (spec.get("redis") or {}).get("spec"):
+            redis = dict(spec["redis"])
+            redis["spec"] = {**redis["spec"], **POD_PLACEMENT}
+            spec["redis"] = redis
+        document["spec"] = spec
+        placed.append(document)
+    return placed
+
+
+def example_documents(root: Path) -> list[Any]:
+    examples = sorted((root / "manifests" / "examples").glob("*.yaml"))
+    return [doc for path in examples for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,7 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--settle-seconds",
         type=float,
         default=15.0,
-        help="how long to let the operator reconcile the examples before showing status",
+        help="how long to let the operator reconcile the other examples before showing status",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=240.0,
+        help="how long to wait for the example swarm (its Redis and three pools) to be Ready",
     )
     args = parser.parse_args(argv)
 
@@ -64,19 +102,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         operator.start()
         bed.kubectl("create", "namespace", DEMO_NAMESPACE)
-        _say(f"applying manifests/examples/ to namespace {DEMO_NAMESPACE}")
+        _say(
+            f"applying manifests/examples/ to namespace {DEMO_NAMESPACE} "
+            "(Redis placed on the process node, which runs real redis-server processes)"
+        )
+        documents = placed_on_process_node(example_documents(root))
         print(
             bed.kubectl(
-                "apply", "-n", DEMO_NAMESPACE, "-f", str(root / "manifests" / "examples")
+                "apply", "-n", DEMO_NAMESPACE, "-f", "-", input=yaml.safe_dump_all(documents)
             ).stdout
         )
-        time.sleep(args.settle_seconds)
+        _say(f"waiting for swarm/{EXAMPLE_SWARM}: Redis first, then its pools in order")
+        started = time.monotonic()
+        waited = bed.kubectl(
+            "wait",
+            "-n",
+            DEMO_NAMESPACE,
+            "--for=condition=Ready",
+            f"--timeout={args.ready_timeout:.0f}s",
+            f"swarm/{EXAMPLE_SWARM}",
+            check=False,
+            timeout=args.ready_timeout + 30,
+        )
+        swarm_ready = waited.returncode == 0
+        if swarm_ready:
+            _say(f"swarm/{EXAMPLE_SWARM} Ready after {time.monotonic() - started:.1f}s")
+        else:
+            _say(f"swarm/{EXAMPLE_SWARM} not Ready yet: {waited.stderr.strip()}")
+        time.sleep(max(0.0, args.settle_seconds - (time.monotonic() - started)))
         if not operator.running():
             _say("the operator exited:\n" + operator.log_tail())
             return 1
         _show(bed)
         if args.once:
-            return 0
+            return 0 if swarm_ready else 1
         _say(
             "everything keeps running; in another shell:\n"
             f"  export KUBECONFIG={bed.kubeconfig} PATH={bed.bin_dir}:$PATH\n"
@@ -103,6 +162,7 @@ def _show(bed: TestBed) -> None:
     for args in (
         ("get", "nodes", "-L", "swarmops.dev/node-kind,nvidia.com/gpu.product"),
         ("get", "swarmops", "-A"),
+        ("get", "events", "-n", DEMO_NAMESPACE, "--field-selector", "involvedObject.kind=Swarm"),
         ("get", "pods", "-n", DEMO_NAMESPACE, "-o", "wide"),
     ):
         _say("kubectl " + " ".join(args))
