@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from swarmops.agent import Priority, TaskQueue, connect, redis_config
 from swarmops.agent.contract import AGENT_PORT_NAME
@@ -94,10 +93,6 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-def apply(testbed: TestBed, body: dict[str, Any]) -> None:
-    testbed.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
-
-
 def start_pool(
     testbed: TestBed, namespace: str, redis: RedisServer, *, replicas: int, warm: int
 ) -> None:
@@ -106,16 +101,11 @@ def start_pool(
         "create", "secret", "generic", "agent-redis", "-n", namespace,
         f"--from-literal=password={redis.password}",
     )  # fmt: skip
-    apply(testbed, agent_pool(namespace, redis.url, replicas=replicas, warm=warm))
-
-
-def get_json(testbed: TestBed, *args: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(testbed.kubectl("get", *args, "-o", "json").stdout)
-    return result
+    testbed.apply(agent_pool(namespace, redis.url, replicas=replicas, warm=warm))
 
 
 def pods_by_state(testbed: TestBed, namespace: str) -> dict[str, list[dict[str, Any]]]:
-    items = get_json(testbed, "pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")["items"]
+    items = testbed.get_json("pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")["items"]
     found: dict[str, list[dict[str, Any]]] = {}
     for pod in items:
         ready = any(
@@ -138,8 +128,7 @@ def parse_time(text: str) -> datetime.datetime:
 
 
 def create_claim(testbed: TestBed, namespace: str, name: str, **spec: Any) -> None:
-    apply(
-        testbed,
+    testbed.apply(
         {
             "apiVersion": "swarmops.dev/v1alpha1",
             "kind": "AgentClaim",
@@ -153,7 +142,7 @@ def bound_claim(testbed: TestBed, namespace: str, name: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     def bound() -> bool:
-        found.update(get_json(testbed, "agentclaim", name, "-n", namespace))
+        found.update(testbed.get_json("agentclaim", name, "-n", namespace))
         return found.get("status", {}).get("phase") == "Bound" and bool(
             found["status"].get("podIP")
         )

@@ -6,7 +6,6 @@ under its claims."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -93,19 +92,14 @@ def create_claims(
             list(executor.map(create, names))
 
 
-def get_json(testbed: TestBed, *args: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(testbed.kubectl("get", *args, "-o", "json").stdout)
-    return result
-
-
 def claims(testbed: TestBed, namespace: str) -> dict[str, dict[str, Any]]:
-    items = get_json(testbed, "agentclaims", "-n", namespace)["items"]
+    items = testbed.get_json("agentclaims", "-n", namespace)["items"]
     return {item["metadata"]["name"]: item for item in items}
 
 
 def pool_pods(testbed: TestBed, namespace: str) -> dict[str, dict[str, Any]]:
     """Live (not terminating) pods of the pool, by name."""
-    items = get_json(testbed, "pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")["items"]
+    items = testbed.get_json("pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")["items"]
     return {p["metadata"]["name"]: p for p in items if not p["metadata"].get("deletionTimestamp")}
 
 
@@ -152,8 +146,8 @@ def claim_events(testbed: TestBed, namespace: str, name: str | None = None) -> l
     selector = "involvedObject.kind=AgentClaim"
     if name is not None:
         selector += f",involvedObject.name={name}"
-    items: list[dict[str, Any]] = get_json(
-        testbed, "events", "-n", namespace, "--field-selector", selector
+    items: list[dict[str, Any]] = testbed.get_json(
+        "events", "-n", namespace, "--field-selector", selector
     )["items"]
     return items
 
@@ -243,7 +237,7 @@ def test_a_claim_binds_a_warm_pod_the_pool_refills_and_deletion_collects_the_pod
     # The pool counts the claimed pod and refills its warm pool with new pods.
     def refilled() -> bool:
         warm = warm_ready(testbed, namespace)
-        pool = get_json(testbed, "agentpool", POOL, "-n", namespace)
+        pool = testbed.get_json("agentpool", POOL, "-n", namespace)
         return len(warm) == 2 and pool.get("status", {}).get("claimed") == 1
 
     wait_until(refilled, timeout=TIMEOUT, what="the warm pool to refill")
@@ -259,7 +253,7 @@ def test_a_claim_binds_a_warm_pod_the_pool_refills_and_deletion_collects_the_pod
         what="the garbage collector to delete the claimed pod",
     )
     wait_until(
-        lambda: get_json(testbed, "agentpool", POOL, "-n", namespace)["status"].get("claimed") == 0,
+        lambda: testbed.get_json("agentpool", POOL, "-n", namespace)["status"].get("claimed") == 0,
         timeout=TIMEOUT,
         what="the pool to count no claimed pod",
     )
@@ -508,12 +502,12 @@ def test_the_ttl_releases_the_claim_per_its_shutdown_policy(
         timeout=TIMEOUT,
         what="the retain finalizer to come off",
     )
-    pod = get_json(testbed, "pod", pod_name, "-n", namespace)
+    pod = testbed.get_json("pod", pod_name, "-n", namespace)
     assert not pod["metadata"].get("ownerReferences")
     assert "swarmops.dev/pool" not in pod["metadata"]["labels"]
     assert pod["metadata"]["labels"]["swarmops.dev/claim"] == "brief"
     testbed.kubectl("delete", "agentclaim", "brief", "-n", namespace, "--timeout=60s")
-    assert get_json(testbed, "pod", pod_name, "-n", namespace)["metadata"]["name"] == pod_name
+    assert testbed.get_json("pod", pod_name, "-n", namespace)["metadata"]["name"] == pod_name
 
 
 @pytest.mark.e2e
@@ -530,7 +524,7 @@ def test_deleting_a_retained_claim_keeps_its_pod(
     pod_name = item["status"]["podName"]
     # The finalizer holds the claim until its pod is cut loose; then it goes.
     testbed.kubectl("delete", "agentclaim", "keeper", "-n", namespace, "--timeout=60s")
-    pod = get_json(testbed, "pod", pod_name, "-n", namespace)
+    pod = testbed.get_json("pod", pod_name, "-n", namespace)
     assert not pod["metadata"].get("deletionTimestamp")
     assert not pod["metadata"].get("ownerReferences")
     assert "swarmops.dev/pool" not in pod["metadata"]["labels"]
@@ -702,9 +696,7 @@ def test_under_recreate_a_claim_refuses_stale_warm_pods_and_waits_for_the_new_te
     testbed: TestBed, namespace: str, operator: OperatorThread
 ) -> None:
     stale_uids = fill_pool(testbed, namespace, warm=2, update_policy="Recreate")
-    old_revision = get_json(testbed, "agentpool", POOL, "-n", namespace)["status"][
-        "currentRevision"
-    ]
+    old_revision = testbed.get_json("agentpool", POOL, "-n", namespace)["status"]["currentRevision"]
     # Recreate deletes stale warm pods at once; to see a claim meet one, the apiserver
     # refuses to delete these two.
     stale = list(warm_ready(testbed, namespace))
@@ -725,7 +717,7 @@ def test_under_recreate_a_claim_refuses_stale_warm_pods_and_waits_for_the_new_te
         new_template(NO_NODE)
         wait_until(
             lambda: (
-                get_json(testbed, "agentpool", POOL, "-n", namespace)["status"].get(
+                testbed.get_json("agentpool", POOL, "-n", namespace)["status"].get(
                     "currentRevision"
                 )
                 not in (None, old_revision)
@@ -753,7 +745,7 @@ def test_under_recreate_a_claim_refuses_stale_warm_pods_and_waits_for_the_new_te
         )
         bound = assert_bound_exactly_once(testbed, namespace)["fresh"]
         pod = pool_pods(testbed, namespace)[bound["status"]["podName"]]
-        current = get_json(testbed, "agentpool", POOL, "-n", namespace)["status"]["currentRevision"]
+        current = testbed.get_json("agentpool", POOL, "-n", namespace)["status"]["currentRevision"]
         assert pod["metadata"]["uid"] not in stale_uids
         assert revision(pod) == current != old_revision
         assert bound["status"]["warmHit"] is True
@@ -785,7 +777,7 @@ def test_deleting_a_pool_deletes_its_warm_and_active_pods_and_keeps_the_claimed_
     testbed.kubectl("delete", "agentpool", POOL, "-n", namespace, "--timeout=60s")
 
     def only_claimed_left() -> bool:
-        pods = get_json(testbed, "pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")
+        pods = testbed.get_json("pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")
         return {p["metadata"]["uid"] for p in pods["items"]} == claimed_uids
 
     wait_until(only_claimed_left, timeout=TIMEOUT, what="the warm and active pods to go")

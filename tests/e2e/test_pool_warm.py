@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from swarmops.runtime import OperatorThread
 from swarmops.testbed.cluster import PROCESS_NODE_NAME, TestBed
@@ -56,18 +55,9 @@ def pool_manifest(
     }
 
 
-def apply(testbed: TestBed, manifest: dict[str, Any]) -> None:
-    testbed.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-
-
-def get_json(testbed: TestBed, *args: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(testbed.kubectl("get", *args, "-o", "json").stdout)
-    return result
-
-
 def pods(testbed: TestBed, namespace: str) -> list[dict[str, Any]]:
     """Live (not terminating) pods of the pool."""
-    items = get_json(testbed, "pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")["items"]
+    items = testbed.get_json("pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")["items"]
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
 
@@ -91,7 +81,7 @@ def ready(pod: dict[str, Any]) -> bool:
 
 
 def pool_status(testbed: TestBed, namespace: str) -> dict[str, Any]:
-    status: dict[str, Any] = get_json(testbed, "agentpool", POOL, "-n", namespace).get("status", {})
+    status: dict[str, Any] = testbed.get_json("agentpool", POOL, "-n", namespace).get("status", {})
     return status
 
 
@@ -117,8 +107,7 @@ def settled(testbed: TestBed, namespace: str, active: int, warm: int) -> Callabl
 
 
 def event_reasons(testbed: TestBed, namespace: str) -> set[str]:
-    items = get_json(
-        testbed,
+    items = testbed.get_json(
         "events",
         "-n",
         namespace,
@@ -129,8 +118,7 @@ def event_reasons(testbed: TestBed, namespace: str) -> set[str]:
 
 
 def claim(testbed: TestBed, namespace: str, name: str) -> dict[str, Any]:
-    apply(
-        testbed,
+    testbed.apply(
         {
             "apiVersion": "swarmops.dev/v1alpha1",
             "kind": "AgentClaim",
@@ -140,13 +128,13 @@ def claim(testbed: TestBed, namespace: str, name: str) -> dict[str, Any]:
     )
     wait_until(
         lambda: (
-            get_json(testbed, "agentclaim", name, "-n", namespace).get("status", {}).get("phase")
+            testbed.get_json("agentclaim", name, "-n", namespace).get("status", {}).get("phase")
             == "Bound"
         ),
         timeout=TIMEOUT,
         what=f"claim {name} to be Bound",
     )
-    return get_json(testbed, "agentclaim", name, "-n", namespace)
+    return testbed.get_json("agentclaim", name, "-n", namespace)
 
 
 @pytest.fixture
@@ -167,7 +155,7 @@ def node_maker(testbed: TestBed) -> Iterator[Callable[[str, dict[str, str]], Non
         wait_until(
             lambda: any(
                 c["type"] == "Ready" and c["status"] == "True"
-                for c in get_json(testbed, "node", name)["status"].get("conditions", [])
+                for c in testbed.get_json("node", name)["status"].get("conditions", [])
             ),
             timeout=60,
             what=f"node {name} to be Ready",
@@ -203,7 +191,7 @@ def test_deleted_warm_pods_and_a_lost_node_are_replaced_and_warm_pods_spread(
     own_nodes: tuple[str, dict[str, str]],
 ) -> None:
     group, label = own_nodes
-    apply(testbed, pool_manifest(namespace, replicas=2, warm=6, node_selector=label))
+    testbed.apply(pool_manifest(namespace, replicas=2, warm=6, node_selector=label))
     wait_until(settled(testbed, namespace, 2, 6), timeout=TIMEOUT, what="2 active + 6 warm")
     # Spread: the soft hostname constraint puts the warm pods on both nodes, evenly.
     warm_nodes = [p["spec"]["nodeName"] for p in of_state(pods(testbed, namespace), "warm")]
@@ -251,7 +239,7 @@ def test_deleted_warm_pods_and_a_lost_node_are_replaced_and_warm_pods_spread(
 def test_a_template_change_keeps_warm_pods_on_replenish_and_replaces_them_on_recreate(
     testbed: TestBed, namespace: str, operator: OperatorThread
 ) -> None:
-    apply(testbed, pool_manifest(namespace, warm=3, image="swarmops/agent:1"))
+    testbed.apply(pool_manifest(namespace, warm=3, image="swarmops/agent:1"))
     wait_until(settled(testbed, namespace, 0, 3), timeout=TIMEOUT, what="3 warm pods")
     bound = claim(testbed, namespace, "before")
     claimed_uid = next(
@@ -265,7 +253,7 @@ def test_a_template_change_keeps_warm_pods_on_replenish_and_replaces_them_on_rec
     assert {revision(p) for p in old_warm} == {old_revision}
 
     # OnReplenish (the default): the template changes, the idle warm pods stay.
-    apply(testbed, pool_manifest(namespace, warm=3, image="swarmops/agent:2"))
+    testbed.apply(pool_manifest(namespace, warm=3, image="swarmops/agent:2"))
     wait_until(
         lambda: pool_status(testbed, namespace).get("currentRevision") not in (None, old_revision),
         timeout=TIMEOUT,
@@ -280,8 +268,7 @@ def test_a_template_change_keeps_warm_pods_on_replenish_and_replaces_them_on_rec
     assert sorted(revision(p) for p in warm_now) == sorted([old_revision] * 2 + [new_revision])
 
     # Recreate: the stale warm pods are replaced at once from the new template.
-    apply(
-        testbed,
+    testbed.apply(
         pool_manifest(
             namespace, warm=3, image="swarmops/agent:2", warm_pool={"updatePolicy": "Recreate"}
         ),
@@ -299,7 +286,7 @@ def test_a_template_change_keeps_warm_pods_on_replenish_and_replaces_them_on_rec
     claimed = {p["metadata"]["uid"]: p for p in of_state(pods(testbed, namespace), "claimed")}
     assert claimed_uid in claimed and revision(claimed[claimed_uid]) == old_revision
     assert len(claimed) == 2
-    before = get_json(testbed, "agentclaim", "before", "-n", namespace)
+    before = testbed.get_json("agentclaim", "before", "-n", namespace)
     assert before["status"]["phase"] == "Bound"
 
 
@@ -307,7 +294,7 @@ def test_a_template_change_keeps_warm_pods_on_replenish_and_replaces_them_on_rec
 def test_an_hpa_drives_the_pool_through_its_scale_subresource(
     testbed: TestBed, namespace: str, operator: OperatorThread
 ) -> None:
-    apply(testbed, pool_manifest(namespace, replicas=1, warm=2))
+    testbed.apply(pool_manifest(namespace, replicas=1, warm=2))
     wait_until(settled(testbed, namespace, 1, 2), timeout=TIMEOUT, what="1 active + 2 warm")
     warm_before = uids(of_state(pods(testbed, namespace), "warm"))
     hpa = {
@@ -336,10 +323,10 @@ def test_an_hpa_drives_the_pool_through_its_scale_subresource(
             ],
         },
     }
-    apply(testbed, hpa)
+    testbed.apply(hpa)
 
     def hpa_read_and_scaled() -> bool:
-        status = get_json(testbed, "hpa", POOL, "-n", namespace).get("status", {})
+        status = testbed.get_json("hpa", POOL, "-n", namespace).get("status", {})
         able = [c for c in status.get("conditions", []) if c["type"] == "AbleToScale"]
         return (
             bool(able)
@@ -351,7 +338,7 @@ def test_an_hpa_drives_the_pool_through_its_scale_subresource(
     # The HPA controller syncs every 15 s.
     wait_until(hpa_read_and_scaled, timeout=120, what="the HPA to read and scale the pool")
     wait_until(settled(testbed, namespace, 3, 2), timeout=TIMEOUT, what="3 active + 2 warm")
-    assert get_json(testbed, "agentpool", POOL, "-n", namespace)["spec"]["replicas"] == 3
+    assert testbed.get_json("agentpool", POOL, "-n", namespace)["spec"]["replicas"] == 3
     # Promoted, not cold-started: the two former warm pods are now active.
     assert warm_before <= uids(of_state(pods(testbed, namespace), "active"))
 
@@ -360,11 +347,11 @@ def test_an_hpa_drives_the_pool_through_its_scale_subresource(
 def test_the_disruption_budget_covers_active_and_claimed_pods(
     testbed: TestBed, namespace: str, operator: OperatorThread
 ) -> None:
-    apply(testbed, pool_manifest(namespace, replicas=2, warm=2))
+    testbed.apply(pool_manifest(namespace, replicas=2, warm=2))
     wait_until(settled(testbed, namespace, 2, 2), timeout=TIMEOUT, what="2 active + 2 warm")
     claim(testbed, namespace, "session")
     wait_until(settled(testbed, namespace, 2, 2), timeout=TIMEOUT, what="the refill")
-    pool_uid = get_json(testbed, "agentpool", POOL, "-n", namespace)["metadata"]["uid"]
+    pool_uid = testbed.get_json("agentpool", POOL, "-n", namespace)["metadata"]["uid"]
 
     def budget_is(min_available: int, expected: int, allowed: int) -> Callable[[], bool]:
         def check() -> bool:
@@ -385,7 +372,7 @@ def test_the_disruption_budget_covers_active_and_claimed_pods(
 
     # 2 active + 1 claimed; maxUnavailable 1 (the default): 2 must stay, 1 may go.
     wait_until(budget_is(2, 3, 1), timeout=TIMEOUT, what="the budget over 2 active + 1 claimed")
-    pdb = get_json(testbed, "pdb", POOL, "-n", namespace)
+    pdb = testbed.get_json("pdb", POOL, "-n", namespace)
     owners = pdb["metadata"]["ownerReferences"]
     assert [(o["kind"], o["name"], o["uid"], o["controller"]) for o in owners] == [
         ("AgentPool", POOL, pool_uid, True)
@@ -394,7 +381,7 @@ def test_the_disruption_budget_covers_active_and_claimed_pods(
     # The budget follows replicas and the percentage form, rounded as Kubernetes does.
     manifest = pool_manifest(namespace, replicas=4, warm=2)
     manifest["spec"]["disruption"] = {"maxUnavailable": "50%"}
-    apply(testbed, manifest)
+    testbed.apply(manifest)
     wait_until(settled(testbed, namespace, 4, 2), timeout=TIMEOUT, what="4 active + 2 warm")
     wait_until(budget_is(2, 5, 3), timeout=TIMEOUT, what="the budget over 4 active + 1 claimed")
 
@@ -421,7 +408,7 @@ def test_warm_pods_not_ready_in_time_are_replaced(
             ]
         },
     )
-    apply(testbed, manifest)
+    testbed.apply(manifest)
     wait_until(
         lambda: len(of_state(pods(testbed, namespace), "warm")) == 2,
         timeout=TIMEOUT,
@@ -449,8 +436,7 @@ def test_unschedulable_warm_pods_are_counted_with_the_schedulers_message_not_chu
 ) -> None:
     group = f"e2e-{secrets.token_hex(3)}"
     label = {"swarmops.dev/e2e-group": group}  # no node has it, yet
-    apply(
-        testbed,
+    testbed.apply(
         pool_manifest(
             namespace, warm=3, node_selector=label, warm_pool={"readinessTimeoutSeconds": 1}
         ),
@@ -495,7 +481,7 @@ def test_the_refill_respects_its_rate_limit(
 ) -> None:
     # 12 pods at 2 a second with a burst of 2: the last is created 5 s after the first at
     # the earliest. A lower bound the limiter guarantees, not a speed measurement.
-    apply(testbed, pool_manifest(namespace, warm=12, warm_pool={"refillRate": 2}))
+    testbed.apply(pool_manifest(namespace, warm=12, warm_pool={"refillRate": 2}))
     seen_limited = []
 
     def filled() -> bool:

@@ -6,14 +6,12 @@ pods left alone, and drain-aware removal of active pods."""
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from swarmops.agent.contract import AGENT_PORT_NAME
 from swarmops.core.pods import DRAIN_STARTED_ANNOTATION
@@ -65,17 +63,8 @@ def pool_manifest(
     }
 
 
-def apply(testbed: TestBed, manifest: dict[str, Any]) -> None:
-    testbed.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-
-
-def get_json(testbed: TestBed, *args: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(testbed.kubectl("get", *args, "-o", "json").stdout)
-    return result
-
-
 def pods(testbed: TestBed, namespace: str) -> list[dict[str, Any]]:
-    items = get_json(testbed, "pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")["items"]
+    items = testbed.get_json("pods", "-n", namespace, "-l", f"swarmops.dev/pool={POOL}")["items"]
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
 
@@ -99,7 +88,7 @@ def ready(pod: dict[str, Any]) -> bool:
 
 
 def status(testbed: TestBed, namespace: str) -> dict[str, Any]:
-    found: dict[str, Any] = get_json(testbed, "agentpool", POOL, "-n", namespace).get("status", {})
+    found: dict[str, Any] = testbed.get_json("agentpool", POOL, "-n", namespace).get("status", {})
     return found
 
 
@@ -116,8 +105,7 @@ def condition(testbed: TestBed, namespace: str, kind: str) -> dict[str, Any]:
 
 
 def events(testbed: TestBed, namespace: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = get_json(
-        testbed,
+    items: list[dict[str, Any]] = testbed.get_json(
         "events",
         "-n",
         namespace,
@@ -142,7 +130,7 @@ def act(testbed: TestBed, namespace: str, action: str) -> None:
         lambda: (
             ROLLOUT_ACTION_ANNOTATION
             not in (
-                get_json(testbed, "agentpool", POOL, "-n", namespace)["metadata"].get("annotations")
+                testbed.get_json("agentpool", POOL, "-n", namespace)["metadata"].get("annotations")
                 or {}
             )
         ),
@@ -180,7 +168,7 @@ def settled(testbed: TestBed, namespace: str, active: int, warm: int) -> Callabl
 def start_stable(testbed: TestBed, namespace: str, **kwargs: Any) -> str:
     """Apply the pool and wait until it is settled; its (stable) revision."""
     manifest = pool_manifest(namespace, **kwargs)
-    apply(testbed, manifest)
+    testbed.apply(manifest)
     wait_until(
         settled(testbed, namespace, kwargs["replicas"], kwargs["warm"]),
         timeout=TIMEOUT,
@@ -191,14 +179,13 @@ def start_stable(testbed: TestBed, namespace: str, **kwargs: Any) -> str:
 
 
 def stored_revisions(testbed: TestBed, namespace: str) -> set[str]:
-    items = get_json(testbed, "controllerrevisions", "-n", namespace)["items"]
+    items = testbed.get_json("controllerrevisions", "-n", namespace)["items"]
     return {item["metadata"]["name"] for item in items}
 
 
 def claim(testbed: TestBed, namespace: str, name: str) -> str:
     """Bind a claim; the uid of the pod it got."""
-    apply(
-        testbed,
+    testbed.apply(
         {
             "apiVersion": "swarmops.dev/v1alpha1",
             "kind": "AgentClaim",
@@ -208,12 +195,12 @@ def claim(testbed: TestBed, namespace: str, name: str) -> str:
     )
 
     def bound() -> bool:
-        found = get_json(testbed, "agentclaim", name, "-n", namespace).get("status", {})
+        found = testbed.get_json("agentclaim", name, "-n", namespace).get("status", {})
         return bool(found.get("phase") == "Bound")
 
     wait_until(bound, timeout=TIMEOUT, what=f"claim {name} to be Bound")
-    pod_name = get_json(testbed, "agentclaim", name, "-n", namespace)["status"]["podName"]
-    pod = get_json(testbed, "pod", pod_name, "-n", namespace)
+    pod_name = testbed.get_json("agentclaim", name, "-n", namespace)["status"]["podName"]
+    pod = testbed.get_json("pod", pod_name, "-n", namespace)
     return str(pod["metadata"]["uid"])
 
 
@@ -227,12 +214,12 @@ def test_a_healthy_canary_is_promoted_through_every_step_from_warm_pods(
     steps: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}, {"analysis": {}}]
     # Scaled up from warm pods, so that no active pod was ever created cold.
     stable = start_stable(testbed, namespace, replicas=0, warm=4, steps=steps)
-    apply(testbed, pool_manifest(namespace, replicas=4, warm=2, steps=steps))
+    testbed.apply(pool_manifest(namespace, replicas=4, warm=2, steps=steps))
     wait_until(settled(testbed, namespace, 4, 2), timeout=TIMEOUT, what="4 active + 2 warm")
     claimed_uid = claim(testbed, namespace, "before")
     wait_until(settled(testbed, namespace, 4, 2), timeout=TIMEOUT, what="the warm refill")
 
-    apply(testbed, pool_manifest(namespace, replicas=4, warm=2, steps=steps, image="agent:2"))
+    testbed.apply(pool_manifest(namespace, replicas=4, warm=2, steps=steps, image="agent:2"))
     wait_until(
         at(testbed, namespace, phase="Paused", step=1), timeout=TIMEOUT, what="the manual pause"
     )
@@ -251,7 +238,7 @@ def test_a_healthy_canary_is_promoted_through_every_step_from_warm_pods(
     assert condition(testbed, namespace, "Progressing")["reason"] == "RolloutPaused"
     # Both templates are kept in ControllerRevisions owned by the pool meanwhile.
     assert stored_revisions(testbed, namespace) == {f"{POOL}-{stable}", f"{POOL}-{canary}"}
-    owner = get_json(testbed, "controllerrevision", f"{POOL}-{stable}", "-n", namespace)
+    owner = testbed.get_json("controllerrevision", f"{POOL}-{stable}", "-n", namespace)
     assert owner["metadata"]["ownerReferences"][0]["kind"] == "AgentPool"
 
     act(testbed, namespace, "promote")
@@ -300,12 +287,12 @@ def test_a_crash_looping_canary_is_rolled_back_and_retry_tries_again(
             container={"command": ["sh", "-c", command]},
         )
 
-    apply(testbed, manifest("exec sleep 3600"))
+    testbed.apply(manifest("exec sleep 3600"))
     wait_until(settled(testbed, namespace, 2, 1), timeout=TIMEOUT, what="the stable pool")
     stable = status(testbed, namespace)["currentRevision"]
     stable_uids = {p["metadata"]["uid"] for p in of(pods(testbed, namespace), "active")}
 
-    apply(testbed, manifest("exit 1"))
+    testbed.apply(manifest("exit 1"))
     wait_until(at(testbed, namespace, phase="Aborted"), timeout=TIMEOUT, what="the rollback")
     degraded = condition(testbed, namespace, "Degraded")
     assert degraded["status"] == "True" and degraded["reason"] == "RolloutAborted"
@@ -352,7 +339,7 @@ def test_an_operator_killed_mid_step_resumes_there_and_a_new_template_restarts_t
     ]
     first = operator_factory(namespace)
     stable = start_stable(testbed, namespace, replicas=4, warm=1, steps=steps)
-    apply(testbed, pool_manifest(namespace, replicas=4, warm=1, steps=steps, image="agent:2"))
+    testbed.apply(pool_manifest(namespace, replicas=4, warm=1, steps=steps, image="agent:2"))
     wait_until(
         at(testbed, namespace, phase="Progressing", step=1),
         timeout=TIMEOUT,
@@ -386,7 +373,7 @@ def test_an_operator_killed_mid_step_resumes_there_and_a_new_template_restarts_t
     )
 
     # A new template mid-rollout: back to step 0, the original stable stays stable.
-    apply(testbed, pool_manifest(namespace, replicas=4, warm=1, steps=steps, image="agent:3"))
+    testbed.apply(pool_manifest(namespace, replicas=4, warm=1, steps=steps, image="agent:3"))
     wait_until(
         lambda: (
             rollout(testbed, namespace).get("canaryRevision")
@@ -417,8 +404,7 @@ def test_an_unschedulable_canary_pauses_with_the_schedulers_reason_then_abort_ro
     steps: list[dict[str, Any]] = [{"setWeight": 50}, {"analysis": {}}]
     stable = start_stable(testbed, namespace, replicas=2, warm=1, steps=steps)
     nowhere = {"swarmops.dev/e2e-group": f"none-{secrets.token_hex(3)}"}
-    apply(
-        testbed,
+    testbed.apply(
         pool_manifest(
             namespace, replicas=2, warm=1, steps=steps, pod_spec={"nodeSelector": nowhere}
         ),
@@ -453,7 +439,7 @@ def test_active_pods_of_agents_are_drained_before_they_are_removed(
     agent_port = {"ports": [{"name": AGENT_PORT_NAME, "containerPort": 8090}]}
     kwargs: dict[str, Any] = {"rollout": {"drainTimeoutSeconds": 8}, "container": agent_port}
     start_stable(testbed, namespace, replicas=2, warm=0, **kwargs)
-    apply(testbed, pool_manifest(namespace, replicas=1, warm=0, **kwargs))
+    testbed.apply(pool_manifest(namespace, replicas=1, warm=0, **kwargs))
 
     def draining() -> list[dict[str, Any]]:
         return [
@@ -517,7 +503,7 @@ def test_an_idle_agent_is_removed_as_soon_as_it_says_so_not_at_the_deadline(
     }
     start_stable(testbed, namespace, replicas=2, warm=0, **kwargs)
     before = {p["metadata"]["uid"] for p in of(pods(testbed, namespace), "active")}
-    apply(testbed, pool_manifest(namespace, replicas=1, warm=0, **kwargs))
+    testbed.apply(pool_manifest(namespace, replicas=1, warm=0, **kwargs))
     wait_until(
         lambda: len(before & {p["metadata"]["uid"] for p in pods(testbed, namespace)}) == 1,
         timeout=TIMEOUT,

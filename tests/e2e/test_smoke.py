@@ -3,7 +3,6 @@ pool removes them through owner references, by the real garbage collector."""
 
 from __future__ import annotations
 
-import json
 import urllib.request
 from typing import Any
 
@@ -39,14 +38,8 @@ def pool_manifest(namespace: str, replicas: int) -> str:
     )
 
 
-def get_json(testbed: TestBed, *args: str) -> Any:
-    return json.loads(testbed.kubectl("get", *args, "-o", "json").stdout)
-
-
 def pods(testbed: TestBed, namespace: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = get_json(testbed, "pods", "-n", namespace, "-l", SELECTOR)[
-        "items"
-    ]
+    items: list[dict[str, Any]] = testbed.get_json("pods", "-n", namespace, "-l", SELECTOR)["items"]
     return items
 
 
@@ -59,7 +52,7 @@ def test_pool_pods_run_on_kwok_and_are_garbage_collected(
     testbed: TestBed, namespace: str, operator: OperatorThread
 ) -> None:
     testbed.kubectl("apply", "-f", "-", input=pool_manifest(namespace, replicas=2))
-    pool = get_json(testbed, "agentpool", POOL, "-n", namespace)
+    pool = testbed.get_json("agentpool", POOL, "-n", namespace)
 
     wait_until(
         lambda: (
@@ -85,7 +78,7 @@ def test_pool_pods_run_on_kwok_and_are_garbage_collected(
         ]
 
     def status() -> dict[str, Any]:
-        result: dict[str, Any] = get_json(testbed, "agentpool", POOL, "-n", namespace).get(
+        result: dict[str, Any] = testbed.get_json("agentpool", POOL, "-n", namespace).get(
             "status", {}
         )
         return result
@@ -108,7 +101,7 @@ def test_pool_pods_run_on_kwok_and_are_garbage_collected(
     )
     # kopf stored nothing on the pool: no finalizer, no progress annotations.
     assert not pool["metadata"].get("finalizers")
-    current = get_json(testbed, "agentpool", POOL, "-n", namespace)
+    current = testbed.get_json("agentpool", POOL, "-n", namespace)
     assert not current["metadata"].get("finalizers")
     assert not any(k.startswith("kopf.") for k in current["metadata"].get("annotations", {}))
     metrics_url = f"http://127.0.0.1:{operator.settings.metrics_port}/metrics"

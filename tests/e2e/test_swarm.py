@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from swarmops.runtime import OperatorThread
 from swarmops.testbed import redisbed
@@ -64,14 +63,6 @@ def swarm_manifest(namespace: str, name: str = SWARM, **spec: Any) -> dict[str, 
     }
 
 
-def apply(testbed: TestBed, manifest: dict[str, Any]) -> None:
-    testbed.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-
-
-def get_json(testbed: TestBed, *args: str) -> Any:
-    return json.loads(testbed.kubectl("get", *args, "-o", "json").stdout)
-
-
 def swarm_body(testbed: TestBed, namespace: str, name: str = SWARM) -> dict[str, Any] | None:
     found = testbed.kubectl("get", "swarm", name, "-n", namespace, "-o", "json", check=False)
     if found.returncode != 0:
@@ -99,13 +90,13 @@ def snapshot(
     when it was set to 0).
     """
     if pods_first:
-        pods = get_json(testbed, "pods", "-n", namespace)["items"]
+        pods = testbed.get_json("pods", "-n", namespace)["items"]
     pools = {
         item["metadata"]["labels"].get("swarmops.dev/swarm-pool"): item
-        for item in get_json(testbed, "agentpools", "-n", namespace)["items"]
+        for item in testbed.get_json("agentpools", "-n", namespace)["items"]
     }
     if not pods_first:
-        pods = get_json(testbed, "pods", "-n", namespace)["items"]
+        pods = testbed.get_json("pods", "-n", namespace)["items"]
     view: dict[str, dict[str, Any]] = {}
     for name, pool in pools.items():
         if name is None:
@@ -165,7 +156,7 @@ def swarms(testbed: TestBed, namespace: str, operator: OperatorThread) -> Iterat
     """Swarms in this namespace; left without our finalizer once the test is done, so the
     namespace can go after the operator has stopped."""
     yield
-    for item in get_json(testbed, "swarms", "-n", namespace)["items"]:
+    for item in testbed.get_json("swarms", "-n", namespace)["items"]:
         testbed.kubectl(
             "patch",
             "swarm",
@@ -183,7 +174,7 @@ def swarms(testbed: TestBed, namespace: str, operator: OperatorThread) -> Iterat
 def test_pools_start_in_order_stop_in_reverse_and_resume(
     testbed: TestBed, namespace: str, swarms: None, operator_log: Callable[[], str]
 ) -> None:
-    apply(testbed, swarm_manifest(namespace))
+    testbed.apply(swarm_manifest(namespace))
     seen_ready: set[str] = set()
     # wait_until swallows a failing check, so what each look finds wrong is kept here.
     violations: list[str] = []
@@ -231,7 +222,7 @@ def test_pools_start_in_order_stop_in_reverse_and_resume(
                 == pool["body"]["spec"]["template"]["spec"]["priorityClassName"]
             )
             assert pod["spec"]["priority"] in (50, 60, 80)
-    reasons = [e["reason"] for e in get_json(testbed, "events", "-n", namespace)["items"]]
+    reasons = [e["reason"] for e in testbed.get_json("events", "-n", namespace)["items"]]
     assert reasons.count("PoolStarting") == 3 and "SwarmReady" in reasons
 
     # Suspend: reverse order, every snapshot.
@@ -270,7 +261,7 @@ def test_pools_start_in_order_stop_in_reverse_and_resume(
 
     wait_until(deleted, timeout=120, interval=0.2, what="the swarm deleted")
     assert violations == []
-    reasons = [e["reason"] for e in get_json(testbed, "events", "-n", namespace)["items"]]
+    reasons = [e["reason"] for e in testbed.get_json("events", "-n", namespace)["items"]]
     assert reasons.count("PoolStopped") >= 6  # three on suspend, three on deletion
     assert "ERROR" not in operator_log()
 
@@ -281,11 +272,11 @@ def test_invalid_swarms_start_nothing_and_others_are_served(
 ) -> None:
     cycle = swarm_manifest(namespace, "cyclic")
     cycle["spec"]["pools"][0]["dependsOn"] = ["reviewer"]
-    apply(testbed, cycle)
+    testbed.apply(cycle)
     dangling = swarm_manifest(namespace, "dangling")
     dangling["spec"]["pools"][0] = {"name": "planner", "poolRef": {"name": "nowhere"}}
-    apply(testbed, dangling)
-    apply(testbed, swarm_manifest(namespace, "healthy"))
+    testbed.apply(dangling)
+    testbed.apply(swarm_manifest(namespace, "healthy"))
 
     def invalid(name: str) -> dict[str, Any]:
         return condition(swarm_body(testbed, namespace, name), "InvalidSpec")
@@ -313,16 +304,16 @@ def test_invalid_swarms_start_nothing_and_others_are_served(
     )
     # Nothing of the invalid swarms exists.
     names = [
-        p["metadata"]["name"] for p in get_json(testbed, "agentpools", "-n", namespace)["items"]
+        p["metadata"]["name"] for p in testbed.get_json("agentpools", "-n", namespace)["items"]
     ]
     assert sorted(names) == ["healthy-planner", "healthy-reviewer", "healthy-workers"]
-    events = get_json(testbed, "events", "-n", namespace)["items"]
+    events = testbed.get_json("events", "-n", namespace)["items"]
     warned = {e["involvedObject"]["name"] for e in events if e["reason"] == "InvalidSpec"}
     assert warned == {"cyclic", "dangling"}
 
     # Fixed: the cycle goes, the swarm starts.
     cycle["spec"]["pools"][0]["dependsOn"] = []
-    apply(testbed, cycle)
+    testbed.apply(cycle)
     wait_until(
         lambda: (
             condition(swarm_body(testbed, namespace, "cyclic"), "Ready").get("status") == "True"
@@ -345,7 +336,7 @@ def test_a_budget_caps_by_priority_and_weight_and_grows_back(
             "template": pool_spec(0, cpu="1")["template"],
         }
     manifest["spec"]["budget"] = {"cpu": "4"}
-    apply(testbed, manifest)
+    testbed.apply(manifest)
 
     def settled(replicas: int, warm: int, limited: str) -> Callable[[], bool]:
         def check() -> bool:
@@ -370,7 +361,7 @@ def test_a_budget_caps_by_priority_and_weight_and_grows_back(
     assert body["status"]["budgetUsed"]["cpu"] == "4000m"  # type: ignore[index]
     workers = next(p for p in body["status"]["pools"] if p["name"] == "workers")  # type: ignore[index]
     assert (workers["allowedReplicas"], workers["allowedWarm"]) == (2, 0)
-    reasons = [e["reason"] for e in get_json(testbed, "events", "-n", namespace)["items"]]
+    reasons = [e["reason"] for e in testbed.get_json("events", "-n", namespace)["items"]]
     assert "BudgetLimited" in reasons
 
     # Room for the actives, not yet for every warm pod: warm pods are what is short.
@@ -396,7 +387,7 @@ def test_a_budget_caps_by_priority_and_weight_and_grows_back(
         '{"spec":{"budget":{"cpu":"8"}}}',
     )
     wait_until(settled(3, 2, "False"), timeout=120, what="workers back to 3 with 2 warm")
-    reasons = [e["reason"] for e in get_json(testbed, "events", "-n", namespace)["items"]]
+    reasons = [e["reason"] for e in testbed.get_json("events", "-n", namespace)["items"]]
     assert "BudgetRestored" in reasons
 
 
@@ -406,7 +397,7 @@ def test_the_swarms_redis_gates_every_pool_and_goes_last(
 ) -> None:
     # The RedisCluster on the process node (real redis-server processes), the pools on kwok.
     redis_spec = redisbed.cluster_manifest("unused", namespace, replicasPerShard=0)["spec"]
-    apply(testbed, swarm_manifest(namespace, redis={"spec": redis_spec}))
+    testbed.apply(swarm_manifest(namespace, redis={"spec": redis_spec}))
     violations: list[str] = []
 
     def redis_state() -> tuple[bool, bool]:
@@ -460,7 +451,7 @@ def test_the_swarms_redis_gates_every_pool_and_goes_last(
     wait_until(deleted, timeout=180, interval=0.2, what="the swarm deleted")
     assert violations == []
     assert redis_state() == (False, False)
-    reasons = [e["reason"] for e in get_json(testbed, "events", "-n", namespace)["items"]]
+    reasons = [e["reason"] for e in testbed.get_json("events", "-n", namespace)["items"]]
     assert "RedisClusterDeleting" in reasons
 
 
@@ -500,7 +491,7 @@ def test_the_example_swarm_waits_for_its_redis(
 def test_replicas_scaled_by_another_manager_are_not_fought(
     testbed: TestBed, namespace: str, swarms: None, operator: OperatorThread
 ) -> None:
-    apply(testbed, swarm_manifest(namespace))
+    testbed.apply(swarm_manifest(namespace))
     wait_until(
         lambda: condition(swarm_body(testbed, namespace), "Ready").get("status") == "True",
         timeout=120,
@@ -516,7 +507,7 @@ def test_replicas_scaled_by_another_manager_are_not_fought(
         view = snapshot(testbed, namespace)
         return bool(view["reviewer"]["replicas"] == 2 and view["reviewer"]["pods"] == 2)
 
-    apply(testbed, manifest)
+    testbed.apply(manifest)
     wait_until(applied, timeout=120, what="the reviewer at 2")
     wait_until(
         lambda: condition(swarm_body(testbed, namespace), "Ready").get("status") == "True",

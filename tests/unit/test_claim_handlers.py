@@ -1,5 +1,5 @@
 """The claim handlers' edges: a claim's body is parsed once per watch event, into the model
-or an InvalidClaim that says what is wrong (managedFields, which nothing reads, skipped);
+or an InvalidObject that says what is wrong (managedFields, which nothing reads, skipped);
 pod events reach the pool and claim controllers through one kopf handler, and keep the
 controller's per-pool warm-pod index current."""
 
@@ -13,8 +13,9 @@ import kopf
 from swarmops.api import AgentClaim
 from swarmops.core.pods import ObservedPod, PodState
 from swarmops.core.testing import POOL_UID, make_pod
-from swarmops.handlers.claims import ClaimController, InvalidClaim, parse_claim
+from swarmops.handlers.claims import ClaimController, parse_claim
 from swarmops.handlers.context import Services
+from swarmops.handlers.parsing import InvalidObject
 from swarmops.kube.auth import Credentials
 from swarmops.metrics import Metrics
 from swarmops.runtime import build_registry
@@ -56,7 +57,7 @@ def test_a_claim_parses_the_same_with_or_without_its_managed_fields() -> None:
 
 def test_an_invalid_claim_says_where_and_what() -> None:
     parsed = parse_claim(kopf.Body(cast(kopf.RawBody, body(whenNoWarmPod="Sometimes"))))
-    assert isinstance(parsed, InvalidClaim)
+    assert isinstance(parsed, InvalidObject)
     assert (parsed.namespace, parsed.name, parsed.uid, parsed.generation) == (
         "team",
         "session",

@@ -9,8 +9,8 @@ import pytest
 from swarmops.api.rediscluster import RedisCluster
 from swarmops.core.rediscluster import names, objects
 from swarmops.core.rediscluster.objects import AuthSource, desired_objects, redis_conf
+from swarmops.handlers.parsing import InvalidObject
 from swarmops.handlers.redisclusters import (
-    InvalidCluster,
     observe_redis_pod,
     observe_statefulset,
     parse_cluster,
@@ -279,7 +279,7 @@ def test_an_invalid_body_is_reported_not_reconciled() -> None:
             "spec": {"shards": 1},
         }
     )
-    assert isinstance(parsed, InvalidCluster) and parsed.generation == 3
+    assert isinstance(parsed, InvalidObject) and parsed.generation == 3
     assert "shards" in parsed.message
 
 

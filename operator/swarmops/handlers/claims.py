@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import kopf
-from pydantic import ValidationError
 
 from swarmops.agent.contract import AgentEndpoint, Assignment, PodRole, agent_endpoint
 from swarmops.api import AgentClaim, AgentClaimStatus, AgentPool
@@ -75,7 +74,8 @@ from swarmops.core.ratelimit import TokenBucket
 from swarmops.core.warmpods import WarmPods
 from swarmops.handlers.agentnotify import AgentNotifier, assignment_for_pod, claim_info
 from swarmops.handlers.context import Services, services_of
-from swarmops.handlers.pools import POOL_PODS_INDEX, POOLS_INDEX, InvalidPool, PoolEntry
+from swarmops.handlers.parsing import InvalidObject, parse_body
+from swarmops.handlers.pools import POOL_PODS_INDEX, POOLS_INDEX, PoolEntry
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.client import KubeClient, PatchType
 from swarmops.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
@@ -112,41 +112,11 @@ NORMAL_EVENTS_BURST = 50.0
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class InvalidClaim:
-    """A claim body that does not parse: reported, never reconciled."""
-
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    message: str
-
-
-ClaimEntry = AgentClaim | InvalidClaim
+ClaimEntry = AgentClaim | InvalidObject
 
 
 def parse_claim(body: Any) -> ClaimEntry:
-    try:
-        return AgentClaim.from_body(_without_managed_fields(body))
-    except ValidationError as error:
-        metadata = body.get("metadata") or {}
-        first = error.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        return InvalidClaim(
-            namespace=str(metadata.get("namespace") or ""),
-            name=str(metadata.get("name") or ""),
-            uid=str(metadata.get("uid") or ""),
-            generation=int(metadata.get("generation") or 0),
-            message=f"{where}: {first['msg']}",
-        )
-
-
-def _without_managed_fields(body: Any) -> dict[str, Any]:
-    """The body less metadata.managedFields: nothing reads them, and copying them out of
-    kopf's views was a third of parsing a claim, on every claim event (py-spy)."""
-    metadata = body.get("metadata") or {}
-    return {**body, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+    return parse_body(AgentClaim, body)
 
 
 def _lost_race(error: ApiError) -> bool:
@@ -365,7 +335,7 @@ class ClaimController:
         if entry is None:
             self._forget(key, None)
             return None
-        if isinstance(entry, InvalidClaim):
+        if isinstance(entry, InvalidObject):
             await self._report_invalid(key, entry)
             return None
         claim = entry
@@ -374,7 +344,7 @@ class ClaimController:
         pool_key = (namespace, claim.spec.pool_ref.name)
         pool_entry = _single(self._pools.get(pool_key, ()))
         pool = pool_entry if isinstance(pool_entry, AgentPool) else None
-        pool_invalid = pool_entry.message if isinstance(pool_entry, InvalidPool) else None
+        pool_invalid = pool_entry.message if isinstance(pool_entry, InvalidObject) else None
         before = self._effective_status(claim)
         plan = plan_claim(
             claim,
@@ -735,7 +705,7 @@ class ClaimController:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _report_invalid(self, key: ClaimKey, claim: InvalidClaim) -> None:
+    async def _report_invalid(self, key: ClaimKey, claim: InvalidObject) -> None:
         if self._reported_invalid.get(key) == (claim.uid, claim.generation):
             return
         self._reported_invalid[key] = (claim.uid, claim.generation)

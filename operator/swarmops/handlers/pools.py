@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import kopf
-from pydantic import ValidationError
 
 from swarmops.agent.contract import agent_endpoint
 from swarmops.api import AgentPool, AgentPoolStatus
@@ -81,6 +80,7 @@ from swarmops.core.rollout import (
 from swarmops.handlers.agentnotify import request_drain
 from swarmops.handlers.context import Services, services_of
 from swarmops.handlers.gpu_nodes import ALL_GPU_NODES
+from swarmops.handlers.parsing import InvalidObject, parse_body
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.client import KubeClient, PatchType
 from swarmops.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
@@ -111,39 +111,11 @@ DRAIN_EXPECTATION_SECONDS = 30.0
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class InvalidPool:
-    """A pool body that does not parse: reported, never reconciled."""
-
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    message: str
-
-
-PoolEntry = AgentPool | InvalidPool
-
-
-def _one_line(error: ValidationError) -> str:
-    first = error.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"])
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+PoolEntry = AgentPool | InvalidObject
 
 
 def parse_pool(body: Any) -> PoolEntry:
-    try:
-        return AgentPool.from_body(body)
-    except ValidationError as error:
-        metadata = body.get("metadata") or {}
-        return InvalidPool(
-            namespace=str(metadata.get("namespace") or ""),
-            name=str(metadata.get("name") or ""),
-            uid=str(metadata.get("uid") or ""),
-            generation=int(metadata.get("generation") or 0),
-            message=_one_line(error),
-        )
+    return parse_body(AgentPool, body)
 
 
 @dataclass
@@ -286,7 +258,7 @@ class PoolController:
         if entry is None:
             self.pool_deleted(key)
             return None
-        if isinstance(entry, InvalidPool):
+        if isinstance(entry, InvalidObject):
             await self._report_invalid(key, entry)
             return None
         pool = entry
@@ -876,7 +848,7 @@ class PoolController:
         kind = EventType.WARNING if event.warning else EventType.NORMAL
         await self._events.record(_ref(pool), event.reason, event.message, kind)
 
-    async def _report_invalid(self, key: PoolKey, pool: InvalidPool) -> None:
+    async def _report_invalid(self, key: PoolKey, pool: InvalidObject) -> None:
         if self._reported_invalid.get(key) == (pool.uid, pool.generation):
             return
         self._reported_invalid[key] = (pool.uid, pool.generation)

@@ -23,11 +23,9 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from swarmops.api import RedisCluster, RedisClusterStatus
 from swarmops.api.common import API_VERSION, ConditionStatus, ConditionType
@@ -50,6 +48,7 @@ from swarmops.core.rediscluster.plan import (
     plan_cluster,
 )
 from swarmops.handlers.context import Services, services_of
+from swarmops.handlers.parsing import InvalidObject, parse_body
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.client import KubeClient
 from swarmops.kube.errors import AlreadyExists, Conflict, NotFound
@@ -107,18 +106,7 @@ FAILURE_EVENT_INTERVAL = 60.0
 GENERATED_PASSWORD_BYTES = 24
 
 
-@dataclass(frozen=True)
-class InvalidCluster:
-    """A RedisCluster body that does not parse: reported, never reconciled."""
-
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    message: str
-
-
-ClusterEntry = RedisCluster | InvalidCluster
+ClusterEntry = RedisCluster | InvalidObject
 
 
 class AuthUnavailable(Exception):
@@ -126,19 +114,7 @@ class AuthUnavailable(Exception):
 
 
 def parse_cluster(body: Any) -> ClusterEntry:
-    try:
-        return RedisCluster.from_body(body)
-    except ValidationError as error:
-        metadata = body.get("metadata") or {}
-        first = error.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        return InvalidCluster(
-            namespace=str(metadata.get("namespace") or ""),
-            name=str(metadata.get("name") or ""),
-            uid=str(metadata.get("uid") or ""),
-            generation=int(metadata.get("generation") or 0),
-            message=f"{where}: {first['msg']}",
-        )
+    return parse_body(RedisCluster, body)
 
 
 def observe_statefulset(body: Mapping[str, Any]) -> ShardSet | None:
@@ -270,7 +246,7 @@ class RedisController:
         if entry is None:
             await self.cluster_deleted(key)
             return None
-        if isinstance(entry, InvalidCluster):
+        if isinstance(entry, InvalidObject):
             await self._report_invalid(key, entry)
             return None
         cluster = entry
@@ -604,7 +580,7 @@ class RedisController:
             self._last_problem[key] = reason
             await self._events.record(_ref(cluster), reason, message, EventType.WARNING)
 
-    async def _report_invalid(self, key: ClusterKey, cluster: InvalidCluster) -> None:
+    async def _report_invalid(self, key: ClusterKey, cluster: InvalidObject) -> None:
         if self._reported_invalid.get(key) == (cluster.uid, cluster.generation):
             return
         self._reported_invalid[key] = (cluster.uid, cluster.generation)

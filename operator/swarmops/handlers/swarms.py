@@ -21,11 +21,9 @@ import datetime
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import kopf
-from pydantic import ValidationError
 
 from swarmops.api import AgentPool, RedisCluster, Swarm, SwarmStatus
 from swarmops.api.common import API_VERSION, ConditionStatus
@@ -33,6 +31,7 @@ from swarmops.core import swarm as core
 from swarmops.core.conditions import set_condition
 from swarmops.core.pods import ObservedPod, PodState
 from swarmops.handlers.context import Services, services_of
+from swarmops.handlers.parsing import InvalidObject, parse_body
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.access import allowed
 from swarmops.kube.client import KubeClient
@@ -52,34 +51,11 @@ PRIORITY_CLASS_REAPPLY: Final = 600.0
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class InvalidSwarm:
-    """A swarm body that does not parse: reported, never reconciled."""
-
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    message: str
-
-
-SwarmEntry = Swarm | InvalidSwarm
+SwarmEntry = Swarm | InvalidObject
 
 
 def parse_swarm(body: Any) -> SwarmEntry:
-    try:
-        return Swarm.from_body(body)
-    except ValidationError as error:
-        metadata = body.get("metadata") or {}
-        first = error.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        return InvalidSwarm(
-            namespace=str(metadata.get("namespace") or ""),
-            name=str(metadata.get("name") or ""),
-            uid=str(metadata.get("uid") or ""),
-            generation=int(metadata.get("generation") or 0),
-            message=f"{where}: {first['msg']}",
-        )
+    return parse_body(Swarm, body)
 
 
 def replicas_held_elsewhere(body: Mapping[str, Any]) -> bool:
@@ -177,7 +153,7 @@ class SwarmController:
         if entry is None:
             self.swarm_deleted(key)
             return None
-        if isinstance(entry, InvalidSwarm):
+        if isinstance(entry, InvalidObject):
             await self._report_invalid(key, entry)
             return None
         swarm = entry
@@ -373,7 +349,7 @@ class SwarmController:
             )
             self._written[key] = (swarm.metadata.uid or "", status)
 
-    async def _report_invalid(self, key: SwarmKey, swarm: InvalidSwarm) -> None:
+    async def _report_invalid(self, key: SwarmKey, swarm: InvalidObject) -> None:
         if self._reported_invalid.get(key) == (swarm.uid, swarm.generation):
             return
         self._reported_invalid[key] = (swarm.uid, swarm.generation)

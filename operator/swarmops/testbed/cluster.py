@@ -7,14 +7,17 @@ with TestBed(state_dir) as bed:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 
 from swarmops.testbed.binaries import ensure_binaries
@@ -139,6 +142,14 @@ class TestBed:
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         return self._run("kubectl", args, input, check, timeout)
+
+    def apply(self, manifest: Mapping[str, Any]) -> None:
+        """`kubectl apply` one object given as a mapping."""
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(dict(manifest)))
+
+    def get_json(self, *args: str) -> Any:
+        """`kubectl get ARGS -o json`, parsed."""
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
     def helm(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
