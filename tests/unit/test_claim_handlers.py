@@ -15,7 +15,7 @@ from swarmops.core.pods import ObservedPod, PodState
 from swarmops.core.testing import POOL_UID, make_pod
 from swarmops.handlers.claims import ClaimController, parse_claim
 from swarmops.handlers.context import Services
-from swarmops.handlers.parsing import InvalidObject
+from swarmops.handlers.objects import InvalidObject
 from swarmops.kube.auth import Credentials
 from swarmops.metrics import Metrics
 from swarmops.runtime import build_registry

@@ -9,7 +9,7 @@ import pytest
 from swarmops.api.rediscluster import RedisCluster
 from swarmops.core.rediscluster import names, objects
 from swarmops.core.rediscluster.objects import AuthSource, desired_objects, redis_conf
-from swarmops.handlers.parsing import InvalidObject
+from swarmops.handlers.objects import InvalidObject
 from swarmops.handlers.redisclusters import (
     observe_redis_pod,
     observe_statefulset,

@@ -74,7 +74,7 @@ from swarmops.core.ratelimit import TokenBucket
 from swarmops.core.warmpods import WarmPods
 from swarmops.handlers.agentnotify import AgentNotifier, assignment_for_pod, claim_info
 from swarmops.handlers.context import Services, services_of
-from swarmops.handlers.parsing import InvalidObject, parse_body
+from swarmops.handlers.objects import InvalidObject, parse_body, patch_status
 from swarmops.handlers.pools import POOL_PODS_INDEX, POOLS_INDEX, PoolEntry
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.client import KubeClient, PatchType
@@ -618,15 +618,7 @@ class ClaimController:
         wire = status.to_wire()
         if wire == before.to_wire():
             return True
-        try:
-            await self._client.patch(
-                AGENTCLAIMS,
-                claim.metadata.name,
-                {"status": wire},
-                namespace=claim.metadata.namespace,
-                subresource="status",
-            )
-        except NotFound:
+        if not await patch_status(self._client, AGENTCLAIMS, claim, wire):
             return False
         self._written[claim.metadata.uid or ""] = (
             status,

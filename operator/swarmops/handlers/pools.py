@@ -80,7 +80,7 @@ from swarmops.core.rollout import (
 from swarmops.handlers.agentnotify import request_drain
 from swarmops.handlers.context import Services, services_of
 from swarmops.handlers.gpu_nodes import ALL_GPU_NODES
-from swarmops.handlers.parsing import InvalidObject, parse_body
+from swarmops.handlers.objects import InvalidObject, object_ref, parse_body, patch_status
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.client import KubeClient, PatchType
 from swarmops.kube.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
@@ -597,7 +597,7 @@ class PoolController:
         """Remove the rollout action annotation once acted on (only if it still says so)."""
         if not known:
             await self._events.record(
-                _ref(pool),
+                object_ref(pool),
                 "InvalidRolloutAction",
                 f"{ROLLOUT_ACTION_ANNOTATION}: {value!r} is none of promote, promote-full, "
                 "abort, retry; ignored",
@@ -621,7 +621,7 @@ class PoolController:
             return
         for event in decision.events:
             kind = EventType.WARNING if event.warning else EventType.NORMAL
-            await self._events.record(_ref(pool), event.reason, event.message, kind)
+            await self._events.record(object_ref(pool), event.reason, event.message, kind)
         status = decision.status
         if status is None:
             return
@@ -755,19 +755,12 @@ class PoolController:
         wire = status.to_wire()
         if wire == (written or pool.status).to_wire():
             return
-        with contextlib.suppress(NotFound):  # deleted meanwhile: nothing to report on
-            await self._client.patch(
-                AGENTPOOLS,
-                pool.metadata.name,
-                {"status": wire},
-                namespace=pool.metadata.namespace,
-                subresource="status",
-            )
+        await patch_status(self._client, AGENTPOOLS, pool, wire)
 
     # --- what people read -------------------------------------------------------------------
 
     async def _record_events(self, pool: AgentPool, outcome: WriteOutcome) -> None:
-        about = _ref(pool)
+        about = object_ref(pool)
         if outcome.created_total:
             parts = ", ".join(
                 f"{count} {state}" for state, count in sorted(outcome.created.items())
@@ -834,7 +827,7 @@ class PoolController:
         if self._unschedulable_posted.get(key) == uid:
             return
         self._unschedulable_posted[key] = uid
-        await self._events.record(_ref(pool), "PodsUnschedulable", message, EventType.WARNING)
+        await self._events.record(object_ref(pool), "PodsUnschedulable", message, EventType.WARNING)
 
     async def _record_gpu_fit(self, pool: AgentPool, status: AgentPoolStatus) -> None:
         event = fit_event(pool.status.conditions, status.conditions)
@@ -846,7 +839,7 @@ class PoolController:
             return
         self._gpu_events[key] = posted
         kind = EventType.WARNING if event.warning else EventType.NORMAL
-        await self._events.record(_ref(pool), event.reason, event.message, kind)
+        await self._events.record(object_ref(pool), event.reason, event.message, kind)
 
     async def _report_invalid(self, key: PoolKey, pool: InvalidObject) -> None:
         if self._reported_invalid.get(key) == (pool.uid, pool.generation):
@@ -859,16 +852,6 @@ class PoolController:
 
 def _failure_reason(error: ApiError) -> str:
     return "PodWriteFailed" if not isinstance(error, Invalid) else "PodTemplateInvalid"
-
-
-def _ref(pool: AgentPool) -> ObjectRef:
-    return ObjectRef(
-        API_VERSION,
-        "AgentPool",
-        pool.metadata.namespace or "",
-        pool.metadata.name,
-        pool.metadata.uid or "",
-    )
 
 
 def _single(values: Iterable[T]) -> T | None:

@@ -48,7 +48,7 @@ from swarmops.core.rediscluster.plan import (
     plan_cluster,
 )
 from swarmops.handlers.context import Services, services_of
-from swarmops.handlers.parsing import InvalidObject, parse_body
+from swarmops.handlers.objects import InvalidObject, object_ref, parse_body, patch_status
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.client import KubeClient
 from swarmops.kube.errors import AlreadyExists, Conflict, NotFound
@@ -483,14 +483,7 @@ class RedisController:
         wire = status.to_wire()
         if wire == cluster.status.to_wire():
             return
-        with contextlib.suppress(NotFound):
-            await self._client.patch(
-                REDISCLUSTERS,
-                cluster.metadata.name,
-                {"status": wire},
-                namespace=cluster.metadata.namespace,
-                subresource="status",
-            )
+        await patch_status(self._client, REDISCLUSTERS, cluster, wire)
 
     # --- what people read -------------------------------------------------------------------
 
@@ -498,7 +491,7 @@ class RedisController:
         self, cluster: RedisCluster, plan: ClusterPlan, report: Report, removed: Sequence[int]
     ) -> None:
         key = _key(cluster.metadata.namespace, cluster.metadata.name)
-        about = _ref(cluster)
+        about = object_ref(cluster)
         for notice in plan.notices:
             kind = EventType.WARNING if notice.warning else EventType.NORMAL
             await self._events.record(about, notice.reason, notice.message, kind)
@@ -578,7 +571,7 @@ class RedisController:
         await self._write_status(cluster, status)
         if self._last_problem.get(key) != reason:
             self._last_problem[key] = reason
-            await self._events.record(_ref(cluster), reason, message, EventType.WARNING)
+            await self._events.record(object_ref(cluster), reason, message, EventType.WARNING)
 
     async def _report_invalid(self, key: ClusterKey, cluster: InvalidObject) -> None:
         if self._reported_invalid.get(key) == (cluster.uid, cluster.generation):
@@ -661,16 +654,6 @@ def _action_events(report: Report) -> list[tuple[str, str, EventType]]:
                 ("PodRestarted", f"Restarted {action.pod}: {action.reason}", EventType.NORMAL)
             )
     return events
-
-
-def _ref(cluster: RedisCluster) -> ObjectRef:
-    return ObjectRef(
-        API_VERSION,
-        "RedisCluster",
-        cluster.metadata.namespace or "",
-        cluster.metadata.name,
-        cluster.metadata.uid or "",
-    )
 
 
 def _utcnow() -> datetime.datetime:

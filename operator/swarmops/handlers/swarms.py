@@ -31,7 +31,7 @@ from swarmops.core import swarm as core
 from swarmops.core.conditions import set_condition
 from swarmops.core.pods import ObservedPod, PodState
 from swarmops.handlers.context import Services, services_of
-from swarmops.handlers.parsing import InvalidObject, parse_body
+from swarmops.handlers.objects import InvalidObject, object_ref, parse_body, patch_status
 from swarmops.handlers.queue import WorkQueue
 from swarmops.kube.access import allowed
 from swarmops.kube.client import KubeClient
@@ -194,13 +194,15 @@ class SwarmController:
         await self._write_status(key, swarm, status)
         for event in plan.events:
             await self._events.record(
-                _ref(swarm),
+                object_ref(swarm),
                 event.reason,
                 event.message,
                 EventType.WARNING if event.warning else EventType.NORMAL,
             )
         if failure is not None:
-            await self._events.record(_ref(swarm), "ChildWriteFailed", failure, EventType.WARNING)
+            await self._events.record(
+                object_ref(swarm), "ChildWriteFailed", failure, EventType.WARNING
+            )
         self._metrics.observe_swarm(
             namespace, swarm.metadata.name, ready_pools=status.ready_pools, pools=status.total_pools
         )
@@ -339,14 +341,7 @@ class SwarmController:
         wire = status.to_wire()
         if wire == swarm.status.to_wire():
             return
-        with contextlib.suppress(NotFound):
-            await self._client.patch(
-                SWARMS,
-                swarm.metadata.name,
-                {"status": wire},
-                namespace=swarm.metadata.namespace,
-                subresource="status",
-            )
+        if await patch_status(self._client, SWARMS, swarm, wire):
             self._written[key] = (swarm.metadata.uid or "", status)
 
     async def _report_invalid(self, key: SwarmKey, swarm: InvalidObject) -> None:
@@ -392,16 +387,6 @@ def _references(swarm: Swarm, name: str) -> bool:
         swarm.spec.redis is not None
         and swarm.spec.redis.cluster_ref is not None
         and swarm.spec.redis.cluster_ref.name == name
-    )
-
-
-def _ref(swarm: Swarm) -> ObjectRef:
-    return ObjectRef(
-        API_VERSION,
-        "Swarm",
-        swarm.metadata.namespace or "",
-        swarm.metadata.name,
-        swarm.metadata.uid or "",
     )
 
 

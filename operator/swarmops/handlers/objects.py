@@ -1,4 +1,5 @@
-"""Custom resource bodies into models, at the edge, the same way for every controller.
+"""What every controller does with objects of its own kind, done one way for all four:
+parse the body at the edge, patch the status subresource, name the object in Events.
 
 A body the apiserver accepted may still fail the models (a rule only pydantic checks,
 a field from a newer CRD): it becomes an `InvalidObject` that says what is wrong, which
@@ -13,7 +14,11 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from swarmops.api.common import CustomResource
+from swarmops.api.common import API_VERSION, CustomResource
+from swarmops.kube.client import KubeClient
+from swarmops.kube.errors import NotFound
+from swarmops.kube.events import ObjectRef
+from swarmops.kube.resources import Resource
 
 ResourceT = TypeVar("ResourceT", bound=CustomResource)
 
@@ -56,3 +61,32 @@ def without_managed_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     kopf's views was a third of parsing a claim, on every claim event (py-spy)."""
     metadata = body.get("metadata") or {}
     return {**body, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+
+
+def object_ref(resource: CustomResource) -> ObjectRef:
+    """The object as the subject of an Event."""
+    return ObjectRef(
+        API_VERSION,
+        resource.KIND,
+        resource.metadata.namespace or "",
+        resource.metadata.name,
+        resource.metadata.uid or "",
+    )
+
+
+async def patch_status(
+    client: KubeClient, kind: Resource, resource: CustomResource, wire: Mapping[str, Any]
+) -> bool:
+    """Write `wire` as the object's status; False when the object is gone (deleted
+    meanwhile: nothing left to report on)."""
+    try:
+        await client.patch(
+            kind,
+            resource.metadata.name,
+            {"status": dict(wire)},
+            namespace=resource.metadata.namespace,
+            subresource="status",
+        )
+    except NotFound:
+        return False
+    return True
